@@ -1,0 +1,168 @@
+"""The `llmtune` command line: the only module that knows Typer.
+
+Each command loads its config, imports its task module lazily and calls `run(cfg)`. Results go to
+stdout as JSON; everything else (logs, warnings, progress bars) goes to stderr. `main()` maps
+llmtune's errors to exit codes: 2 for the user's mistakes, 1 for failures, 3 for missed gates.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from llmtune import __version__
+
+app = typer.Typer(
+    name="llmtune",
+    help="Train and use transformer language models from a YAML config.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+DEBUG = {"on": False}
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+OverridesArg = Annotated[
+    Optional[list[str]], typer.Argument(help="key.path=value overrides, e.g. training.learning_rate=3e-5.", show_default=False)
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output directory.")]
+
+
+def _print_json(result: Any, stream: Any) -> None:
+    stream.write(json.dumps(result, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+@contextmanager
+def _results_only_stdout() -> Iterator[Any]:
+    """Route everything written to stdout to stderr, and yield a stream to the real stdout for results.
+
+    Libraries print to stdout from Python (Trainer's log lines) and from native code (the Rust
+    tokenizers trainer), so the redirect is done at the file-descriptor level when there is one.
+    """
+    real = sys.stdout
+    try:
+        fd, err_fd = real.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        # No real descriptors (e.g. typer.testing.CliRunner): a Python-level redirect is all there is.
+        with redirect_stdout(sys.stderr):
+            yield real
+        return
+    real.flush()
+    saved = os.dup(fd)
+    results = os.fdopen(os.dup(saved), "w", encoding="utf-8", buffering=1)
+    os.dup2(err_fd, fd)
+    try:
+        with redirect_stdout(sys.stderr):
+            yield results
+    finally:
+        try:
+            results.close()
+        except BrokenPipeError:  # `llmtune ... | head` closed the pipe early; nothing left to tell
+            pass
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _execute(work: Callable[[Any], Any]) -> None:
+    """Run `work(results)` with stdout kept for results only, mapping llmtune's errors to exit codes.
+
+    `work` receives the stream to write its results (JSON/JSONL) to; anything else printed goes to stderr.
+    """
+    from llmtune.errors import LlmtuneError
+
+    try:
+        with _results_only_stdout() as stdout:
+            work(stdout)
+    except LlmtuneError as exc:
+        if DEBUG["on"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line unless --debug
+        if DEBUG["on"]:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+def _train_command(command: str, task_module: str, config: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
+    def work(stdout: Any) -> None:
+        from importlib import import_module
+
+        from llmtune.config import load_config
+
+        cfg = load_config(command, config, overrides)
+        _print_json(import_module(task_module).run(cfg, overwrite=overwrite, resume=resume), stdout)
+
+    _execute(work)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmtune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also accepted after the command).")] = False,
+) -> None:
+    """Train and use transformer language models from a YAML config."""
+    DEBUG["on"] = DEBUG["on"] or debug
+
+
+@app.command()
+def finetune(config: ConfigArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False) -> None:
+    """Fine-tune a model (task: classification) and print its final metrics as JSON."""
+    _train_command("finetune", "llmtune.tasks.finetune", config, overrides, overwrite, resume)
+
+
+@app.command()
+def validate(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    command: Annotated[Optional[str], typer.Option("--for", help="The command the config is for; inferred from its keys when omitted.")] = None,
+) -> None:
+    """Check a config (and overrides) without loading a model; print the resolved config as JSON."""
+
+    def work(stdout: Any) -> None:
+        from llmtune.config import infer_command, load_config, read_yaml
+
+        name = command or infer_command(read_yaml(config).data)
+        cfg = load_config(name, config, overrides)
+        typer.echo(f"{config}: valid {name} config", err=True)
+        _print_json({"command": name, "config": cfg.model_dump(mode="json")}, stdout)
+
+    _execute(work)
+
+
+def main() -> None:
+    """Console-script entry point: `--debug` works anywhere on the command line."""
+    if "--debug" in sys.argv[1:]:
+        DEBUG["on"] = True
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s llmtune: %(message)s"))
+    logger = logging.getLogger("llmtune")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    app()

@@ -1,0 +1,111 @@
+"""Config loading: YAML file + `key.path=value` overrides -> validated schema object.
+
+Usage:
+    cfg = load_config("finetune", "configs/classification/sst2-quickstart.yaml", ["training.learning_rate=3e-5"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from llmtune.config.loader import RawConfig, apply_overrides, dump_yaml, read_yaml
+from llmtune.config.schema import SCHEMAS
+from llmtune.config.validate import check_training, schema_problems
+from llmtune.errors import ConfigError, UserError
+
+__all__ = ["load_config", "save_config", "infer_command", "read_yaml", "RawConfig", "SCHEMAS"]
+
+# Input paths read from a config file resolve against that file's folder. Files are always resolved;
+# model/tokenizer names only when the resolved folder exists, since they may also be Hub ids.
+FILE_KEYS = (("data", "train_file"), ("data", "validation_file"), ("data", "test_file"))
+NAME_OR_PATH_KEYS = (("model", "name_or_path"), ("tokenizer", "name_or_path"))
+
+
+def _get(data: dict[str, Any], key: tuple[str, ...]) -> Any:
+    for part in key:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _set(data: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
+    for part in key[:-1]:
+        data = data[part]
+    data[key[-1]] = value
+
+
+def _resolve_paths(raw: RawConfig) -> None:
+    """Make the file's relative input paths relative to its folder (before overrides, which stay CWD-relative)."""
+    if raw.source is None:
+        return
+    base = raw.source.parent
+    for key in FILE_KEYS + NAME_OR_PATH_KEYS:
+        value = _get(raw.data, key)
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        candidate = (base / value).resolve()
+        if key in FILE_KEYS or candidate.exists():
+            _set(raw.data, key, str(candidate))
+
+
+def load_config(command: str, path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> BaseModel:
+    """Load, override and validate the config of one command.
+
+    Args:
+        command: a key of `SCHEMAS` (finetune, pretrain-mlm, ...).
+        path: the YAML file, or None to start from `base` alone.
+        overrides: `key.path=value` strings, applied after the file and before validation.
+        base: a starting mapping when there is no file (e.g. built from command-line flags).
+
+    Returns:
+        The validated schema object; `training` values are coerced to TrainingArguments' types.
+
+    Raises:
+        UserError: the file is missing or not valid YAML.
+        ConfigError: every problem found, listed together.
+    """
+    if command not in SCHEMAS:
+        raise UserError(f"unknown command '{command}'; configs exist for: {', '.join(SCHEMAS)}.")
+    raw = read_yaml(path) if path is not None else RawConfig(dict(base or {}))
+    _resolve_paths(raw)
+    apply_overrides(raw, list(overrides or []))
+    schema = SCHEMAS[command]
+    source = str(raw.source) if raw.source else None
+    try:
+        cfg = schema.model_validate(raw.data)
+    except ValidationError as exc:
+        problems = schema_problems(schema, raw, exc)
+        training = raw.data.get("training")
+        if isinstance(training, dict) and "training" in schema.model_fields:
+            problems += check_training(raw, training)[1]
+        raise ConfigError(problems, source=source) from None
+    if "training" in schema.model_fields:
+        cfg.training, problems = check_training(raw, cfg.training)
+        if problems:
+            raise ConfigError(problems, source=source)
+    return cfg
+
+
+def save_config(cfg: BaseModel, path: Path) -> None:
+    """Write the resolved config (overrides and defaults applied) as YAML."""
+    dump_yaml(cfg.model_dump(mode="json"), path)
+
+
+def infer_command(data: dict[str, Any]) -> str:
+    """Guess which command a config is for from its top-level keys (for `llmtune validate`).
+
+    Raises:
+        UserError: the keys fit no command; pass `--for COMMAND`.
+    """
+    if "mlm" in data and "pretrain-mlm" in SCHEMAS:
+        return "pretrain-mlm"
+    if "training" in data:
+        return "finetune"
+    for key, command in (("prompts", "generate"), ("generation", "generate"), ("eval", "evaluate")):
+        if key in data and command in SCHEMAS:
+            return command
+    raise UserError(f"cannot tell which command this config is for; pass --for with one of: {', '.join(SCHEMAS)}.")

@@ -1,0 +1,157 @@
+"""Reading YAML configs: files, `key.path=value` overrides, line numbers and relative paths.
+
+This is the only module that knows YAML (together with `dump_yaml` for the resolved config).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmtune.errors import ConfigError, UserError
+
+Key = tuple[str, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: `3e-5` is a float and `no`/`yes`/`on`/`off` stay strings.
+
+    Plain YAML 1.1 reads `3e-5` as a string and `save_strategy: no` as False: both classic traps.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_scalar(text: str) -> Any:
+    """Parse one override value the way YAML would read it (`3e-5` -> float, `null` -> None, `[a, b]` -> list)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def _line_map(node: yaml.Node, prefix: Key = ()) -> dict[Key, int]:
+    """Map every key path in a composed YAML document to its 1-based line number."""
+    lines: dict[Key, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = prefix + (str(key_node.value),)
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_line_map(value_node, key))
+    return lines
+
+
+class RawConfig:
+    """A config as plain data, before schema validation.
+
+    Attributes:
+        data: the nested dict read from the file, with overrides applied.
+        source: the config file path (None for a config built without a file).
+        lines: line number of each key path in the file, for error messages.
+        overridden: key paths set on the command line (they have no line number).
+    """
+
+    def __init__(self, data: dict[str, Any], source: Path | None = None, lines: dict[Key, int] | None = None):
+        self.data = data
+        self.source = source
+        self.lines = lines or {}
+        self.overridden: set[Key] = set()
+
+    def where(self, key: Key) -> str:
+        """Describe a key for an error message: `data.text_column (line 12)` or `(command line)`."""
+        dotted = ".".join(str(k) for k in key) or "<top level>"
+        if key in self.overridden:
+            return f"{dotted} (command-line override)"
+        for depth in range(len(key), 0, -1):
+            line = self.lines.get(tuple(str(k) for k in key[:depth]))
+            if line is not None:
+                return f"{dotted} (line {line})"
+        return dotted
+
+
+def read_yaml(path: str | Path) -> RawConfig:
+    """Read a YAML config file into a RawConfig.
+
+    Args:
+        path: the config file.
+
+    Returns:
+        The file's mapping, with line numbers for error messages.
+
+    Raises:
+        UserError: the file is missing, unreadable, not valid YAML, or not a mapping at the top.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a directory)" if path.is_dir() else ""
+        raise UserError(f"config file not found: {path}{hint}. Pass the path of a YAML config, e.g. configs/classification/sst2-quickstart.yaml.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {exc.problem}. Fix the syntax at that line (indentation, a missing ':' or quote).") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level of a config must be a mapping of keys (seed:, model:, data:, ...), not a {type(data).__name__}.")
+    return RawConfig(data, source=path, lines=_line_map(node) if node is not None else {})
+
+
+def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
+    """Apply `key.path=value` overrides in place; values are parsed as YAML scalars.
+
+    Raises:
+        ConfigError: an override is not of the form `key.path=value`, or walks into a non-mapping.
+    """
+    problems = []
+    for item in overrides:
+        key_text, sep, value_text = item.partition("=")
+        key = tuple(part.strip() for part in key_text.split("."))
+        if not sep or not all(key):
+            problems.append(f"override '{item}': expected key.path=value, e.g. training.learning_rate=3e-5")
+            continue
+        node = raw.data
+        for depth, part in enumerate(key[:-1]):
+            child = node.setdefault(part, {})
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.append(f"override '{item}': {'.'.join(key[: depth + 1])} is a {type(child).__name__}, not a section")
+                break
+            node = child
+        else:
+            node[key[-1]] = parse_scalar(value_text)
+            raw.overridden.add(key)
+    if problems:
+        raise ConfigError(problems, source=str(raw.source) if raw.source else None)
+
+
+def dump_yaml(data: dict[str, Any], path: Path) -> None:
+    """Write a resolved config as YAML (keys in schema order, not sorted)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,143 @@
+"""The config schema: one typed model per command, the single source of truth for keys and defaults.
+
+`training:` and `generation:` are deliberately untyped dicts here: they belong to
+`transformers.TrainingArguments` and `transformers.GenerationConfig`, and `llmtune.config.validate`
+checks them against those classes instead of copying their fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSection(Section):
+    """Which model to start from."""
+
+    name_or_path: str | None = Field(
+        None, description="Hub id (bert-base-uncased, gpt2) or local model directory to load weights from."
+    )
+    from_config: dict[str, Any] | None = Field(
+        None,
+        description="Build a randomly initialised model from these config fields instead "
+        "(model_type plus any AutoConfig field, e.g. {model_type: bert, hidden_size: 128}).",
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit of name_or_path; null = main.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the Hub; off because it runs remote code.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if (self.name_or_path is None) == (self.from_config is None):
+            raise ValueError("set exactly one of model.name_or_path (load weights) or model.from_config (random init)")
+        if self.from_config is not None and "model_type" not in self.from_config:
+            raise ValueError("model.from_config needs a model_type, e.g. {model_type: bert, hidden_size: 128, ...}")
+        return self
+
+
+class TokenizerTrainSection(Section):
+    """Train a tokenizer from scratch on the training text with Hugging Face `tokenizers`."""
+
+    type: Literal["wordpiece", "bpe"] = Field(
+        "wordpiece", description="wordpiece for BERT-style models, bpe (byte-level) for GPT-2-style models."
+    )
+    vocab_size: int = Field(8000, gt=100, description="Target vocabulary size; 8k is plenty for a small corpus.")
+    min_frequency: int = Field(2, ge=1, description="Drop merges/pieces seen fewer times; 2 skips one-off typos.")
+    lowercase: bool = Field(True, description="Lower-case text before tokenizing (wordpiece only; uncased models).")
+
+
+class TokenizerSection(Section):
+    """Which tokenizer to use; by default the model's own."""
+
+    name_or_path: str | None = Field(None, description="Hub id or directory; null = the model's tokenizer.")
+    train: TokenizerTrainSection | None = Field(None, description="Train a new tokenizer on the training split instead.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenizerSection:
+        if self.name_or_path is not None and self.train is not None:
+            raise ValueError("set at most one of tokenizer.name_or_path or tokenizer.train")
+        return self
+
+
+class HubDataSection(Section):
+    """A data set from the Hugging Face Hub (needs the network, or a local datasets cache)."""
+
+    path: str = Field(description="Data set id, e.g. glue or stanfordnlp/imdb.")
+    name: str | None = Field(None, description="Configuration name, e.g. sst2 for glue.")
+    train_split: str = Field("train", description="Split used for training.")
+    validation_split: str | None = Field("validation", description="Split used for evaluation; null = carve one out of train.")
+    test_split: str | None = Field(None, description="Split used for the final test metrics, if any.")
+    revision: str | None = Field(None, description="Branch, tag or commit of the data set.")
+
+
+class DataSection(Section):
+    """Where the data comes from and how it is turned into model inputs."""
+
+    train_file: str | None = Field(None, description="Training data: .csv, .tsv, .json, .jsonl, .parquet or .txt.")
+    validation_file: str | None = Field(None, description="Evaluation data in the same format; or use validation_split.")
+    test_file: str | None = Field(None, description="Optional held-out data, scored once at the end as test_*.")
+    validation_split: float | None = Field(
+        None, gt=0, lt=1, description="Without a validation file: hold out this fraction of train (seeded, stratified by label)."
+    )
+    hub: HubDataSection | None = Field(None, description="Load from the Hub instead of files (online only).")
+    text_column: str = Field("text", description="Column holding the input text.")
+    text_pair_column: str | None = Field(None, description="Second text column for sentence-pair tasks (MRPC, NLI).")
+    label_column: str = Field("label", description="Column holding the label: ints or strings (strings map to ids saved in the model config).")
+    label_names: list[str] | None = Field(
+        None, description="Names for integer labels 0..n-1, e.g. [negative, positive]; saved as id2label."
+    )
+    column_names: list[str] | None = Field(None, description="Column names for headerless csv/tsv files, e.g. [text, label].")
+    max_length: int = Field(128, gt=0, description="Truncate (or, for language modelling, pack) to this many tokens.")
+    max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows (smoke runs).")
+    max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
+
+    @model_validator(mode="after")
+    def _sources(self) -> DataSection:
+        if self.hub is None and self.train_file is None:
+            raise ValueError("set data.train_file (a local file) or data.hub (a Hub data set)")
+        if self.hub is not None and any([self.train_file, self.validation_file, self.test_file]):
+            raise ValueError("use either data.hub or data.*_file, not both")
+        if self.validation_file is not None and self.validation_split is not None:
+            raise ValueError("set data.validation_file or data.validation_split, not both")
+        return self
+
+
+class RunConfig(Section):
+    """Keys shared by every training command."""
+
+    seed: int = Field(42, description="Seeds Python, NumPy, torch, data splits and masking, for repeatable runs.")
+    model: ModelSection
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="Optional: defaults to the model's tokenizer.")
+    data: DataSection
+    training: dict[str, Any] = Field(
+        description="Any transformers.TrainingArguments field (output_dir is required), plus early_stopping_patience "
+        "and early_stopping_threshold for Trainer's EarlyStoppingCallback."
+    )
+
+    @model_validator(mode="after")
+    def _tokenizer_source(self) -> RunConfig:
+        if self.model.from_config is not None and self.tokenizer.name_or_path is None and self.tokenizer.train is None:
+            raise ValueError(
+                "a model built from model.from_config has no tokenizer: set tokenizer.train (train one on the data) "
+                "or tokenizer.name_or_path"
+            )
+        return self
+
+
+class FinetuneConfig(RunConfig):
+    """`llmtune finetune`: sequence classification or causal-LM fine-tuning."""
+
+    task: Literal["classification"] = Field("classification", description="What to fine-tune for.")
+    metrics: list[str] = Field(
+        ["accuracy", "f1"],
+        description="Reported on validation/test: accuracy, f1, precision, recall (binary average for 2 labels, macro otherwise).",
+    )
+
+
+SCHEMAS: dict[str, type[Section]] = {"finetune": FinetuneConfig}

@@ -1,0 +1,273 @@
+"""Data loading: local files or Hub data sets -> `datasets.DatasetDict`, labels, splits, tokenization.
+
+Every problem with the user's data raises `DataError` naming the config key, the file and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmtune.config.validate import suggest
+from llmtune.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+    from llmtune.config.schema import DataSection
+
+# File extension -> (datasets builder, extra builder kwargs).
+FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {}),
+    # TSV corpora (GLUE and co.) are unquoted: a stray '"' inside a sentence must not swallow lines.
+    ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+    ".txt": ("text", {}),
+}
+SPLIT_KEYS = {"train": "data.train_file", "validation": "data.validation_file", "test": "data.test_file"}
+
+
+def load_file(path: str | Path, key: str, column_names: list[str] | None = None) -> Dataset:
+    """Load one local data file as a `datasets.Dataset`.
+
+    Args:
+        path: a .csv, .tsv, .json, .jsonl, .parquet or .txt file (.txt: one example per line, column `text`).
+        key: the config key that named the file, for error messages (e.g. `data.train_file`).
+        column_names: names for the columns of a headerless csv/tsv file.
+
+    Raises:
+        DataError: the file is missing, of an unknown format, or cannot be parsed.
+    """
+    from datasets import load_dataset
+
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{key}: unsupported file type '{path.suffix}' ({path}); use one of {', '.join(FORMATS)}.")
+    if not path.is_file():
+        raise DataError(f"{key}: file not found: {path}. Fix the path (relative paths in a config resolve against the config's folder).")
+    builder, kwargs = fmt
+    kwargs = dict(kwargs)
+    if column_names:
+        if builder != "csv":
+            raise DataError(f"data.column_names applies to headerless .csv/.tsv files, not {path.name}.")
+        kwargs["column_names"] = list(column_names)
+    try:
+        return load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types; all mean "cannot parse"
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{key}: cannot read {path} as {path.suffix} data: {cause}") from exc
+
+
+def load_hub(data: DataSection) -> DatasetDict:
+    """Load a Hub data set's splits, with one clear message when the Hub cannot be reached."""
+    from datasets import DatasetDict, load_dataset
+
+    hub = data.hub
+    try:
+        loaded = load_dataset(hub.path, hub.name, revision=hub.revision)
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id and auth errors all end here
+        raise DataError(
+            f"data.hub: cannot load '{hub.path}'{f' ({hub.name})' if hub.name else ''} from the Hugging Face Hub: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
+            "Offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set, or no network)? Download it once online, "
+            "or export it to a file and use data.train_file."
+        ) from exc
+    splits = {"train": hub.train_split, "validation": hub.validation_split, "test": hub.test_split}
+    out = {}
+    for role, split in splits.items():
+        if split is None:
+            continue
+        if split not in loaded:
+            raise DataError(f"data.hub.{role}_split: '{hub.path}' has no split '{split}'; it has {', '.join(loaded)}.")
+        out[role] = loaded[split]
+    return DatasetDict(out)
+
+
+def load_splits(data: DataSection) -> DatasetDict:
+    """Load the train/validation/test splits named in `data:` and cap them to max_*_samples.
+
+    A validation split carved out of train (`data.validation_split`) is left to the task, which knows
+    whether to stratify by label.
+    """
+    from datasets import DatasetDict
+
+    if data.hub is not None:
+        splits = load_hub(data)
+    else:
+        files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
+        splits = DatasetDict(
+            {role: load_file(path, SPLIT_KEYS[role], data.column_names) for role, path in files.items() if path}
+        )
+    for role, ds in splits.items():
+        if len(ds) == 0:
+            raise DataError(f"{SPLIT_KEYS[role]}: the {role} data has no rows.")
+    return cap_samples(splits, data)
+
+
+def cap_samples(splits: DatasetDict, data: DataSection) -> DatasetDict:
+    """Keep only the first max_train_samples / max_eval_samples rows."""
+    for role in list(splits):
+        limit = data.max_train_samples if role == "train" else data.max_eval_samples
+        if limit is not None and len(splits[role]) > limit:
+            splits[role] = splits[role].select(range(limit))
+    return splits
+
+
+def require_columns(splits: DatasetDict, columns: dict[str, str | None]) -> None:
+    """Check that every split has the configured columns.
+
+    Args:
+        splits: the loaded splits.
+        columns: config key (e.g. `data.text_column`) -> column name (None = not used).
+
+    Raises:
+        DataError: naming the key, the split, the missing column and the columns that do exist.
+    """
+    for role, ds in splits.items():
+        for key, name in columns.items():
+            if name is not None and name not in ds.column_names:
+                hint = suggest(name, ds.column_names)
+                headerless = " Headerless file? Name its columns with data.column_names." if role != "hub" else ""
+                raise DataError(
+                    f"{key}: column '{name}' not found in the {role} data (columns: {', '.join(ds.column_names)}).{hint}{headerless}"
+                )
+
+
+def split_validation(splits: DatasetDict, data: DataSection, seed: int, stratify_by: str | None = None) -> DatasetDict:
+    """Hold out `data.validation_split` of train as validation when there is no validation data.
+
+    Args:
+        stratify_by: a ClassLabel column to keep label proportions equal in both parts.
+    """
+    if "validation" in splits or data.validation_split is None:
+        return splits
+    parts = splits["train"].train_test_split(test_size=data.validation_split, seed=seed, stratify_by_column=stratify_by)
+    splits["train"], splits["validation"] = parts["train"], parts["test"]
+    return cap_samples(splits, data)
+
+
+def encode_labels(splits: DatasetDict, data: DataSection) -> tuple[DatasetDict, list[str]]:
+    """Turn the label column into class ids 0..n-1 (a `ClassLabel` column named `labels`).
+
+    Integer labels keep their values (named by data.label_names when given); string labels are
+    sorted and numbered, and the names go into the model config's id2label.
+
+    Returns:
+        The splits with a `labels` column, and the label names in id order.
+
+    Raises:
+        DataError: missing labels, labels of mixed type, or a validation/test label unseen in training.
+    """
+    from datasets import ClassLabel
+
+    column = data.label_column
+    values = {role: ds[column] for role, ds in splits.items()}
+    for role, vals in values.items():
+        for row, value in enumerate(vals):
+            if value is None or isinstance(value, float) and value != value:
+                raise DataError(f"{SPLIT_KEYS[role]}: row {row + 1} has no label in column '{column}'. Fill it in or drop the row.")
+            if isinstance(value, float) and not value.is_integer():
+                raise DataError(
+                    f"{SPLIT_KEYS[role]}: row {row + 1} has label {value} in '{column}': labels must be class ids or names. "
+                    "For regression targets llmtune has no task yet."
+                )
+    train_values = values["train"]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in train_values):
+        top = max(int(v) for v in train_values)
+        names = list(data.label_names) if data.label_names else [str(i) for i in range(top + 1)]
+        to_id = {i: i for i in range(len(names))}
+        convert = int
+    else:
+        seen = sorted({str(v) for v in train_values})
+        names = list(data.label_names) if data.label_names else seen
+        to_id = {name: i for i, name in enumerate(names)}
+        convert = str
+    if len(names) < 2:
+        raise DataError(f"data.label_column: the training data has a single label ({names[0]!r}); classification needs at least two.")
+    for role, vals in values.items():
+        for row, value in enumerate(vals):
+            if convert(value) not in to_id:
+                known = ", ".join(map(str, to_id))
+                raise DataError(
+                    f"{SPLIT_KEYS[role]}: row {row + 1} has label {value!r}, which is not a known label ({known}). "
+                    + ("Set data.label_names to list every label." if data.label_names is None else "Add it to data.label_names.")
+                )
+
+    features_label = ClassLabel(names=names)
+
+    def _encode(batch: dict[str, list]) -> dict[str, list]:
+        return {"labels": [to_id[convert(v)] for v in batch[column]]}
+
+    for role in list(splits):
+        ds = splits[role].map(_encode, batched=True, desc=f"labels ({role})")
+        splits[role] = ds.cast_column("labels", features_label)
+    return splits, names
+
+
+def tokenize_texts(splits: DatasetDict, tokenizer: Any, data: DataSection, keep: tuple[str, ...] = ("labels",)) -> DatasetDict:
+    """Tokenize text (and text pair) columns, truncating to data.max_length, without padding.
+
+    Padding happens per batch in the collator (dynamic padding), never to max_length here.
+    """
+    max_length = min(data.max_length, getattr(tokenizer, "model_max_length", data.max_length) or data.max_length)
+
+    def _tokenize(batch: dict[str, list]) -> dict[str, Any]:
+        first = [str(t) if t is not None else "" for t in batch[data.text_column]]
+        second = None
+        if data.text_pair_column:
+            second = [str(t) if t is not None else "" for t in batch[data.text_pair_column]]
+        return tokenizer(first, second, truncation=True, max_length=max_length)
+
+    out = {}
+    for role, ds in splits.items():
+        remove = [c for c in ds.column_names if c not in keep]
+        out[role] = ds.map(_tokenize, batched=True, remove_columns=remove, desc=f"tokenizing ({role})")
+    return type(splits)(out)
+
+
+def pack_blocks(tokenized: dict[str, list[list[int]]], block_size: int) -> dict[str, list[list[int]]]:
+    """Concatenate a batch of tokenized texts and cut it into blocks of `block_size` tokens.
+
+    Unlike run_mlm/run_clm's `group_texts`, the remainder of each batch is kept as one shorter block
+    (padded later by the collator) instead of being dropped, so no text is silently lost.
+    """
+    keys = [k for k in ("input_ids", "attention_mask", "special_tokens_mask", "token_type_ids") if k in tokenized]
+    joined = {k: [tok for seq in tokenized[k] for tok in seq] for k in keys}
+    total = len(joined["input_ids"]) if keys else 0
+    return {k: [values[i : i + block_size] for i in range(0, total, block_size)] for k, values in joined.items()}
+
+
+def tokenize_for_lm(splits: DatasetDict, tokenizer: Any, data: DataSection, packing: bool, add_eos: bool = False) -> DatasetDict:
+    """Tokenize text for language modelling: packed into max_length blocks, or one example per row.
+
+    Args:
+        splits: splits with `data.text_column`.
+        tokenizer: the run's tokenizer.
+        data: the `data:` section (text_column, max_length).
+        packing: concatenate and cut into blocks (True) or keep each row as its own example, truncated.
+        add_eos: append the EOS token to every text (causal LM: documents end where the model should stop).
+
+    Returns:
+        Splits with input_ids/attention_mask (and special_tokens_mask for MLM) only; empty rows dropped.
+    """
+    column = data.text_column
+    block = min(data.max_length, getattr(tokenizer, "model_max_length", data.max_length) or data.max_length)
+    eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
+
+    def _tokenize(batch: dict[str, list]) -> dict[str, Any]:
+        texts = [str(t) + eos for t in batch[column] if t is not None and str(t).strip()]
+        if packing:
+            # Special tokens ([CLS]/[SEP]) once per text, then blocks across texts.
+            return pack_blocks(tokenizer(texts, return_special_tokens_mask=True), block)
+        return tokenizer(texts, truncation=True, max_length=block, return_special_tokens_mask=True)
+
+    out = {}
+    for role, ds in splits.items():
+        out[role] = ds.map(_tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=f"tokenizing ({role})")
+        if len(out[role]) == 0:
+            raise DataError(f"{SPLIT_KEYS.get(role, role)}: no text left after tokenizing column '{column}' (every row is empty).")
+    return type(splits)(out)

@@ -1,0 +1,124 @@
+"""Loading and building models and tokenizers, with one clear message when a Hub id cannot be reached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmtune.errors import UserError
+
+if TYPE_CHECKING:
+    from llmtune.config.schema import ModelSection, TokenizerSection, TokenizerTrainSection
+
+WORDPIECE_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}
+BPE_SPECIAL = "<|endoftext|>"
+
+
+def _unreachable(key: str, name: str, exc: Exception) -> UserError:
+    local = Path(name).expanduser()
+    if local.exists():
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return UserError(f"{key}: cannot load '{name}': {detail}. Is it a complete Hugging Face model directory (config.json, weights, tokenizer files)?")
+    return UserError(
+        f"{key}: '{name}' is not a local directory and could not be fetched from the Hugging Face Hub "
+        "(offline, e.g. HF_HUB_OFFLINE=1, or no network or unknown id). Download it once while online "
+        "(it is then cached), or point to a local model directory."
+    )
+
+
+def from_pretrained(cls: Any, key: str, name: str, **kwargs: Any) -> Any:
+    """Call `cls.from_pretrained(name, **kwargs)`, turning 'not found / offline' into a UserError naming `key`."""
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _unreachable(key, name, exc) from exc
+
+
+def train_tokenizer(spec: TokenizerTrainSection, texts: Iterable[str], max_length: int) -> Any:
+    """Train a tokenizer from scratch with Hugging Face `tokenizers` and wrap it for transformers.
+
+    Args:
+        spec: `tokenizer.train` (wordpiece for BERT-style models, byte-level bpe for GPT-2-style ones).
+        texts: the training text.
+        max_length: saved as the tokenizer's model_max_length.
+
+    Returns:
+        A `PreTrainedTokenizerFast` that `save_pretrained` / `AutoTokenizer.from_pretrained` round-trip.
+    """
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    def batches() -> Iterator[list[str]]:
+        batch: list[str] = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == 1000:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    if spec.type == "wordpiece":
+        tok = BertWordPieceTokenizer(lowercase=spec.lowercase)
+        tok.train_from_iterator(
+            batches(), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=list(WORDPIECE_SPECIALS.values())
+        )
+        specials = WORDPIECE_SPECIALS
+    else:
+        tok = ByteLevelBPETokenizer(add_prefix_space=False)
+        tok.train_from_iterator(batches(), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])
+        specials = {"bos_token": BPE_SPECIAL, "eos_token": BPE_SPECIAL, "unk_token": BPE_SPECIAL}
+    return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, model_max_length=max_length, **specials)
+
+
+def load_tokenizer(model: ModelSection, tokenizer: TokenizerSection, texts: Iterable[str] | None, max_length: int) -> Any:
+    """The tokenizer a run uses: trained from scratch, named in `tokenizer:`, or the model's own."""
+    from transformers import AutoTokenizer
+
+    if tokenizer.train is not None:
+        if texts is None:
+            raise UserError("tokenizer.train needs training text; this command has none.")
+        return train_tokenizer(tokenizer.train, texts, max_length)
+    if tokenizer.name_or_path is not None:
+        return from_pretrained(AutoTokenizer, "tokenizer.name_or_path", tokenizer.name_or_path, revision=None)
+    return from_pretrained(
+        AutoTokenizer, "model.name_or_path", model.name_or_path, revision=model.revision, trust_remote_code=model.trust_remote_code
+    )
+
+
+def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwargs: Any) -> Any:
+    """Load `model.name_or_path` or build `model.from_config`, sized to the tokenizer.
+
+    Args:
+        auto_cls: e.g. `AutoModelForSequenceClassification`.
+        model: the `model:` section.
+        tokenizer: the run's tokenizer (its vocabulary size and special ids go into a new model's config).
+        config_kwargs: task settings for the config, e.g. num_labels, id2label, label2id.
+    """
+    from transformers import AutoConfig
+
+    special_ids = {
+        f"{name}_id": getattr(tokenizer, f"{name}_id", None) for name in ("pad_token", "bos_token", "eos_token")
+    }
+    special_ids = {k: v for k, v in special_ids.items() if v is not None}
+    if model.from_config is not None:
+        fields = dict(model.from_config)
+        model_type = fields.pop("model_type")
+        fields.setdefault("vocab_size", len(tokenizer))
+        try:
+            config = AutoConfig.for_model(model_type, **{**special_ids, **fields, **config_kwargs})
+        except (ValueError, KeyError) as exc:
+            raise UserError(f"model.from_config: {exc}") from exc
+        return auto_cls.from_config(config)
+    loaded = from_pretrained(
+        auto_cls,
+        "model.name_or_path",
+        model.name_or_path,
+        revision=model.revision,
+        trust_remote_code=model.trust_remote_code,
+        **config_kwargs,
+    )
+    if len(tokenizer) > loaded.get_input_embeddings().num_embeddings:
+        loaded.resize_token_embeddings(len(tokenizer))
+    return loaded

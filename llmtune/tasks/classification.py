@@ -1,0 +1,124 @@
+"""`llmtune finetune` with `task: classification`: a sequence classifier trained with Trainer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from llmtune import data as data_lib
+from llmtune import runs
+from llmtune.errors import UserError
+from llmtune.modeling import load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from llmtune.config.schema import FinetuneConfig
+
+logger = logging.getLogger(__name__)
+
+AVERAGED = ("f1", "precision", "recall")
+
+
+def metric_kwargs(name: str, num_labels: int) -> list[tuple[str, dict[str, Any]]]:
+    """The (reported name, compute kwargs) pairs for one metric.
+
+    Binary tasks report the positive class (label 1); multiclass tasks report the macro average
+    (every class counts the same) as `f1` and the support-weighted average as `f1_weighted`.
+    """
+    if name not in AVERAGED:
+        return [(name, {})]
+    if num_labels == 2:
+        return [(name, {"average": "binary", "pos_label": 1})]
+    return [(name, {"average": "macro"}), (f"{name}_weighted", {"average": "weighted"})]
+
+
+def build_compute_metrics(names: list[str], num_labels: int) -> Callable[[Any], dict[str, float]]:
+    """A Trainer `compute_metrics` computing each metric with llmtune's offline evaluate modules."""
+    from llmtune import metrics as metrics_lib
+
+    modules = {name: metrics_lib.load(name) for name in names}
+
+    def compute(eval_pred: Any) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        predictions = logits.argmax(axis=-1)
+        results: dict[str, float] = {}
+        for name, module in modules.items():
+            for reported, kwargs in metric_kwargs(name, num_labels):
+                if name in AVERAGED:
+                    kwargs = {**kwargs, "zero_division": 0}
+                value = module.compute(predictions=predictions, references=labels, **kwargs)
+                results[reported] = float(value[name]) if name in value else float(next(iter(value.values())))
+        return results
+
+    return compute
+
+
+def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune a sequence classifier, evaluate it and save it.
+
+    Args:
+        cfg: the validated finetune config.
+        overwrite: replace a non-empty output directory.
+        resume: continue from the last checkpoint in the output directory.
+
+    Returns:
+        The final metrics: eval_* (validation), test_* (when there is test data) and train_*.
+
+    Raises:
+        UserError: bad data, unreachable model, or an output directory that must not be touched.
+    """
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, set_seed
+
+    from llmtune.metrics import SHIPPED
+
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
+    unknown = [m for m in cfg.metrics if m not in SHIPPED]
+    if unknown:
+        logger.warning("metrics %s are not shipped with llmtune; loading them from the Hub", unknown)
+    set_seed(cfg.seed)
+
+    splits = data_lib.load_splits(cfg.data)
+    columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
+    data_lib.require_columns(splits, columns)
+    splits, label_names = data_lib.encode_labels(splits, cfg.data)
+    splits = data_lib.split_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
+    if "validation" not in splits:
+        raise UserError("data: no validation data. Set data.validation_file or data.validation_split: 0.1 (or data.hub.validation_split).")
+
+    text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
+    train_texts = (str(text) for column in text_columns for text in splits["train"][column])
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)
+    encoded = data_lib.tokenize_texts(splits, tokenizer, cfg.data)
+    model = load_model(
+        AutoModelForSequenceClassification,
+        cfg.model,
+        tokenizer,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    args, callbacks = runs.training_arguments(cfg)
+    if overwrite:
+        runs.clear_output_dir(args.output_dir)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
+        callbacks=callbacks,
+    )
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
+    metrics.update(trainer.evaluate())
+    if "test" in encoded:
+        metrics.update(trainer.evaluate(encoded["test"], metric_key_prefix="test"))
+    trainer.log_metrics("final", metrics)
+    return runs.finish_run(trainer, cfg, metrics, "finetune", "text-classification")

@@ -1,0 +1,108 @@
+"""Shared fixtures: offline Hugging Face, tiny data files and tiny model configs built on the fly."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+POSITIVE = "good great fine lovely superb charming moving brilliant funny warm".split()
+NEGATIVE = "bad awful dull boring poor tedious flat weak clumsy cold".split()
+FILLER = "the film movie story plot acting was is a an very quite rather and but with".split()
+
+# A BERT small enough to train in seconds on 2 CPU cores.
+TINY_BERT = {
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    """Synthetic sentences whose label follows their sentiment words, so a tiny model can learn them."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(FILLER, 4) + rng.sample(POSITIVE if label else NEGATIVE, 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_tsv(path: Path, rows: list[tuple[str, object]], header: tuple[str, str] | None = ("sentence", "label")) -> Path:
+    lines = (["\t".join(header)] if header else []) + [f"{text}\t{label}" for text, label in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def sentiment_files(tmp_path: Path) -> dict[str, Path]:
+    """Train/dev TSV files with a header and integer labels."""
+    return {
+        "train": write_tsv(tmp_path / "train.tsv", sentiment_rows(96, seed=1)),
+        "dev": write_tsv(tmp_path / "dev.tsv", sentiment_rows(32, seed=2)),
+    }
+
+
+def tiny_classification_config(train: Path, dev: Path, output_dir: Path, **training: object) -> dict:
+    """A finetune config for a tiny BERT with its own tokenizer, a few seconds of training."""
+    return {
+        "seed": 0,
+        "model": {"from_config": dict(TINY_BERT)},
+        "tokenizer": {"train": {"type": "wordpiece", "vocab_size": 200, "min_frequency": 1}},
+        "data": {"train_file": str(train), "validation_file": str(dev), "text_column": "sentence", "max_length": 32},
+        "training": {
+            "output_dir": str(output_dir),
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 16,
+            "learning_rate": 1e-3,
+            "logging_steps": 2,
+            "save_strategy": "epoch",
+            "disable_tqdm": True,
+            **training,
+        },
+        "metrics": ["accuracy", "f1"],
+    }
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real CLI (`python -m llmtune ...`) in a subprocess, capturing stdout and stderr apart."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "llmtune", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def stdout_json(proc: subprocess.CompletedProcess) -> dict:
+    """The single JSON object a command printed on stdout (fails if stdout holds anything else)."""
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"stdout should hold one JSON line, got: {proc.stdout[:2000]}"
+    return json.loads(lines[0])

@@ -1,0 +1,34 @@
+"""Every shipped config validates, and the generated config reference is up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from llmtune.config import infer_command, load_config, read_yaml
+
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+
+
+def test_there_are_shipped_configs() -> None:
+    assert len(CONFIGS) >= 2
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_config_validates(path: Path) -> None:
+    command = infer_command(read_yaml(path).data)
+    cfg = load_config(command, path)
+    for key in ("train_file", "validation_file", "test_file"):
+        value = getattr(getattr(cfg, "data", None), key, None)
+        if value is not None and getattr(cfg.data, "hub", None) is None:
+            assert Path(value).is_file(), f"{path}: data.{key} points to a missing file {value}"
+
+
+def test_config_reference_is_generated_from_the_schema() -> None:
+    import subprocess
+    import sys
+
+    generated = subprocess.run([sys.executable, "scripts/config_reference.py"], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert (REPO / "docs" / "config.md").read_text() == generated, "run: python scripts/config_reference.py > docs/config.md"
