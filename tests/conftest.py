@@ -106,3 +106,12 @@ def stdout_json(proc: subprocess.CompletedProcess) -> dict:
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, f"stdout should hold one JSON line, got: {proc.stdout[:2000]}"
     return json.loads(lines[0])
+
+
+def invoke(*args: str, stdin: str | None = None):
+    """Run the CLI in-process with Typer's CliRunner (no interpreter start-up); stdout and stderr apart."""
+    from typer.testing import CliRunner
+
+    from llmtune.cli import app
+
+    return CliRunner().invoke(app, list(args), input=stdin)

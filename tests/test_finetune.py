@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli, stdout_json, tiny_classification_config, write_config
+from conftest import invoke, run_cli, stdout_json, tiny_classification_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,9 @@ def test_resume_continues_from_the_last_checkpoint(trained: dict) -> None:
 
 def test_resume_without_checkpoint_is_a_user_error(tmp_path: Path, sentiment_files: dict) -> None:
     config = write_config(tmp_path / "c.yaml", tiny_classification_config(sentiment_files["train"], sentiment_files["dev"], tmp_path / "empty"))
-    proc = run_cli("finetune", str(config), "--resume")
-    assert proc.returncode == 2
-    assert "no checkpoint" in proc.stderr
+    result = invoke("finetune", str(config), "--resume")
+    assert result.exit_code == 2
+    assert "no checkpoint" in result.stderr
 
 
 def test_overwrite_replaces_the_output_dir(tmp_path: Path, sentiment_files: dict) -> None:
@@ -97,8 +97,9 @@ def test_overwrite_replaces_the_output_dir(tmp_path: Path, sentiment_files: dict
     config = write_config(
         tmp_path / "c.yaml", tiny_classification_config(sentiment_files["train"], sentiment_files["dev"], out, max_steps=2)
     )
-    metrics = stdout_json(run_cli("finetune", str(config), "--overwrite"))
-    assert "eval_accuracy" in metrics
+    result = invoke("finetune", str(config), "--overwrite")
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert "eval_accuracy" in json.loads(result.stdout)
     assert not (out / "stale.txt").exists()
     assert (out / "model.safetensors").is_file()
 
@@ -108,9 +109,9 @@ def test_bad_data_fails_cleanly_without_touching_the_output(tmp_path: Path, sent
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     config = write_config(tmp_path / "c.yaml", tiny_classification_config(sentiment_files["train"], sentiment_files["dev"], out))
-    proc = run_cli("finetune", str(config), "data.text_column=sentense", "--overwrite")
-    assert proc.returncode == 2
-    assert "data.text_column: column 'sentense' not found" in proc.stderr and "Did you mean 'sentence'?" in proc.stderr
+    result = invoke("finetune", str(config), "data.text_column=sentense", "--overwrite")
+    assert result.exit_code == 2
+    assert "data.text_column: column 'sentense' not found" in result.stderr and "Did you mean 'sentence'?" in result.stderr
     assert (out / "keep.txt").read_text() == "precious"
 
 
@@ -118,10 +119,10 @@ def test_unreachable_hub_model_is_one_clear_message(tmp_path: Path, sentiment_fi
     cfg = tiny_classification_config(sentiment_files["train"], sentiment_files["dev"], tmp_path / "run")
     cfg["model"] = {"name_or_path": "bert-base-uncased"}
     cfg.pop("tokenizer")
-    proc = run_cli("finetune", str(write_config(tmp_path / "c.yaml", cfg)))
-    assert proc.returncode == 2
-    assert "model.name_or_path: 'bert-base-uncased' is not a local directory and could not be fetched" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    result = invoke("finetune", str(write_config(tmp_path / "c.yaml", cfg)))
+    assert result.exit_code == 2
+    assert "model.name_or_path: 'bert-base-uncased' is not a local directory and could not be fetched" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_early_stopping_patience_adds_trainers_callback(tmp_path: Path, sentiment_files: dict) -> None:
