@@ -137,3 +137,9 @@ def test_packing_keeps_the_remainder(tmp_path: Path) -> None:
     assert [len(x) for x in packed["train"]["input_ids"]] == [4, 4, 1]
     lines = tokenize_for_lm(load_splits(data), tokenizer, data, packing=False)
     assert [len(x) for x in lines["train"]["input_ids"]] == [3, 2, 4]
+
+
+def test_hub_data_offline_is_one_clear_message() -> None:
+    data = DataSection(hub={"path": "glue", "name": "sst2"})
+    with pytest.raises(DataError, match=r"data.hub: cannot load 'glue' \(sst2\) from the Hugging Face Hub.*Offline"):
+        load_splits(data)
