@@ -155,6 +155,66 @@ def validate(
     _execute(work)
 
 
+@app.command()
+def evaluate(
+    config: Annotated[
+        Optional[str], typer.Argument(help="YAML config file; optional with --model (then overrides may come first).", show_default=False)
+    ] = None,
+    overrides: OverridesArg = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Trained model directory (sets model.name_or_path).")] = None,
+    output_dir: Annotated[Optional[str], typer.Option("--output-dir", help="Also write metrics.json (and pictures) here.")] = None,
+    fail_under: Annotated[
+        Optional[list[str]], typer.Option("--fail-under", metavar="METRIC=VALUE", help="Exit 3 if METRIC < VALUE (repeatable).")
+    ] = None,
+    fail_over: Annotated[
+        Optional[list[str]], typer.Option("--fail-over", metavar="METRIC=VALUE", help="Exit 3 if METRIC > VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Evaluate a trained model without training; print the metrics as JSON (exit 3 if a gate fails)."""
+    overrides = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]
+    # JSON strings are YAML scalars that stay strings, whatever the path looks like.
+    overrides += [f"{key}={json.dumps(value)}" for key, value in (("model.name_or_path", model), ("output_dir", output_dir)) if value]
+
+    def work(stdout: Any) -> None:
+        from llmtune.config import load_config
+        from llmtune.errors import UserError
+        from llmtune.tasks import evaluate as task
+
+        if config is None and model is None:
+            raise UserError("evaluate needs a CONFIG file or --model DIR (a directory trained by llmtune).")
+        gates = task.parse_gates(fail_under or [], fail_over or [])
+        cfg = load_config("evaluate", config, overrides)
+        result = task.run(cfg, gates=gates)
+        _print_json(result, stdout)
+        task.check_gates(result, gates)
+
+    _execute(work)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option("--model", help="Trained classifier directory.", show_default=False)],
+    input: Annotated[str, typer.Option("--input", help="A .txt, .jsonl, .csv or .tsv file, or - for stdin.", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", help="Write the JSONL here instead of stdout.")] = None,
+    text_field: Annotated[str, typer.Option("--text-field", help="Field/column holding the text.")] = "text",
+    text_pair_field: Annotated[Optional[str], typer.Option("--text-pair-field", help="Field/column holding the second text of a pair.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per forward pass.")] = 32,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Keep the k most likely labels in probabilities.")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", min=1, help="Truncate inputs to this many tokens (default: the model's maximum).")] = None,
+) -> None:
+    """Classify texts with a trained model: one JSON line per input record, in input order."""
+
+    def work(stdout: Any) -> None:
+        from llmtune.tasks import predict as task
+
+        summary = task.run(model, input, stdout, output, text_field, text_pair_field, batch_size, top_k, max_length)
+        typer.echo(f"predicted {summary['rows']} rows ({summary['truncated']} truncated to {summary['max_length']} tokens)", err=True)
+
+    _execute(work)
+
+
 def main() -> None:
     """Console-script entry point: `--debug` works anywhere on the command line."""
     if "--debug" in sys.argv[1:]:

@@ -122,3 +122,33 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
     if len(tokenizer) > loaded.get_input_embeddings().num_embeddings:
         loaded.resize_token_embeddings(len(tokenizer))
     return loaded
+
+
+# Architecture name endings -> the kind of model, for `llmtune evaluate` (eval.kind: auto) and `predict`.
+ARCHITECTURE_KINDS = (
+    ("ForSequenceClassification", "classification"),
+    ("ForCausalLM", "causal-lm"),
+    ("LMHeadModel", "causal-lm"),
+    ("ForMaskedLM", "masked-lm"),
+)
+
+
+def architecture_kind(config: Any) -> str | None:
+    """The kind of a saved model from its config's `architectures` (e.g. BertForSequenceClassification -> classification)."""
+    for architecture in getattr(config, "architectures", None) or []:
+        for ending, kind in ARCHITECTURE_KINDS:
+            if architecture.endswith(ending):
+                return kind
+    return None
+
+
+def context_length(tokenizer: Any, config: Any, requested: int | None = None) -> int:
+    """The longest input the model takes: `requested`, capped by the tokenizer's and the model's limits."""
+    limits = [requested, getattr(config, "max_position_embeddings", None)]
+    # Tokenizers without a limit report a huge sentinel (int(1e30)); only a real one counts.
+    tokenizer_max = getattr(tokenizer, "model_max_length", None)
+    limits.append(tokenizer_max if tokenizer_max and tokenizer_max < 1_000_000 else None)
+    known = [limit for limit in limits if limit]
+    if not known:
+        raise UserError("cannot tell the model's maximum input length; pass it explicitly (--max-length / data.max_length).")
+    return min(known)

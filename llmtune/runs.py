@@ -157,7 +157,7 @@ pipe = pipeline("{pipeline_tag}", model="{output_dir}")
 
 
 def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
-    """Save the model, tokenizer, resolved config, metrics and model card into the output directory.
+    """Save the model, tokenizer, resolved config, metrics, model card and training_curves.png into the output directory.
 
     Only the main process writes (under torchrun/accelerate every rank runs this).
 
@@ -174,4 +174,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
         save_config(cfg, output_dir / "llmtune.yaml")
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         write_model_card(output_dir, cfg, metrics, command, pipeline_tag)
+        from llmtune.plots import training_curves
+
+        training_curves(trainer.state.log_history, output_dir / "training_curves.png")
     return metrics

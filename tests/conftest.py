@@ -115,3 +115,49 @@ def invoke(*args: str, stdin: str | None = None):
     from llmtune.cli import app
 
     return CliRunner().invoke(app, list(args), input=stdin)
+
+
+def tiny_classifier_dir(path: Path, labels: list[str], texts: list[str]) -> Path:
+    """Save an untrained tiny BERT classifier (random weights, so it predicts a mix of labels) with a wordpiece tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from llmtune.config.schema import TokenizerTrainSection
+    from llmtune.modeling import train_tokenizer
+
+    tokenizer = train_tokenizer(TokenizerTrainSection(type="wordpiece", vocab_size=200, min_frequency=1), texts, 32)
+    fields = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
+    config = BertConfig(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}, **fields,
+    )
+    config.architectures = ["BertForSequenceClassification"]
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_gpt2_dir(path: Path, texts: list[str], n_positions: int = 64) -> Path:
+    """Save an untrained tiny GPT-2 (GPT2Config, 2 layers, hidden 32) with a byte-level BPE tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llmtune.config.schema import TokenizerTrainSection
+    from llmtune.modeling import train_tokenizer
+
+    tokenizer = train_tokenizer(TokenizerTrainSection(type="bpe", vocab_size=300, min_frequency=1), texts, n_positions)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config.architectures = ["GPT2LMHeadModel"]
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def is_png(path: Path) -> bool:
+    """A real PNG: the signature, and matplotlib can decode it into a non-empty image."""
+    import matplotlib.image
+
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(str(path)).size > 0

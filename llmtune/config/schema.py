@@ -140,4 +140,59 @@ class FinetuneConfig(RunConfig):
     )
 
 
-SCHEMAS: dict[str, type[Section]] = {"finetune": FinetuneConfig}
+class EvalDataSection(DataSection):
+    """`data:` for evaluation: any one split is enough (no training file needed)."""
+
+    @model_validator(mode="after")
+    def _sources(self) -> EvalDataSection:
+        if self.hub is None and not any([self.train_file, self.validation_file, self.test_file]):
+            raise ValueError("set data.validation_file (or data.test_file / data.train_file, or data.hub) to evaluate on")
+        if self.hub is not None and any([self.train_file, self.validation_file, self.test_file]):
+            raise ValueError("use either data.hub or data.*_file, not both")
+        if self.validation_file is not None and self.validation_split is not None:
+            raise ValueError("set data.validation_file or data.validation_split, not both")
+        return self
+
+
+class EvalSection(Section):
+    """How `llmtune evaluate` scores the model."""
+
+    kind: Literal["auto", "classification", "causal-lm"] = Field(
+        "auto",
+        description="auto = from the model's architectures (*ForSequenceClassification -> classification, "
+        "*ForCausalLM/*LMHeadModel -> causal-lm).",
+    )
+    split: Literal["validation", "test", "train"] = Field(
+        "validation", description="Which data split to score: data.<split>_file, the Hub split, or the carved-out validation_split."
+    )
+    batch_size: int = Field(16, gt=0, description="Examples (or windows) per forward pass; 16 fits small models on a CPU.")
+    stride: int | None = Field(
+        None,
+        gt=0,
+        description="causal-lm: sliding-window perplexity over the concatenated texts, windows of data.max_length tokens moved "
+        "by this many; null = each text scored on its own, truncated to data.max_length.",
+    )
+
+
+class EvaluateConfig(Section):
+    """`llmtune evaluate`: score a trained model on a data set without training."""
+
+    seed: int | None = Field(None, description="Seeds the validation_split carve-out; null = the model's training seed (its llmtune.yaml), else 42.")
+    model: ModelSection = Field(description="The trained model (name_or_path); --model DIR sets it.")
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="Optional: defaults to the model's tokenizer.")
+    data: EvalDataSection | None = Field(
+        None, description="The data to score; null = the data section of the model directory's llmtune.yaml (how it was trained)."
+    )
+    eval: EvalSection = Field(default_factory=EvalSection, description="What to compute and on which split.")
+    output_dir: str | None = Field(None, description="Write metrics.json and pictures (confusion_matrix.png) here; null = stdout only.")
+
+    @model_validator(mode="after")
+    def _weights(self) -> EvaluateConfig:
+        if self.model.from_config is not None:
+            raise ValueError("evaluate needs trained weights: set model.name_or_path (or pass --model DIR), not model.from_config")
+        if self.tokenizer.train is not None:
+            raise ValueError("evaluate cannot train a tokenizer: drop tokenizer.train (the model directory has its tokenizer)")
+        return self
+
+
+SCHEMAS: dict[str, type[Section]] = {"finetune": FinetuneConfig, "evaluate": EvaluateConfig}

@@ -1,0 +1,138 @@
+"""`llmtune predict`: batch inference with a trained sequence classifier, JSONL out in input order."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, TextIO
+
+from llmtune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def device() -> Any:
+    """The accelerator when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_classifier(name_or_path: str, key: str = "--model") -> tuple[Any, Any]:
+    """Load a saved sequence classifier and its tokenizer, refusing models of another kind.
+
+    Raises:
+        UserError: the directory is missing/incomplete, or holds a model that is not a classifier.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from llmtune.modeling import architecture_kind, from_pretrained
+
+    config = from_pretrained(AutoConfig, key, name_or_path)
+    kind = architecture_kind(config)
+    if kind != "classification":
+        found = ", ".join(config.architectures or []) or "no architectures in config.json"
+        raise UserError(f"{key}: {name_or_path} is not a sequence classifier ({found}); predict needs a model trained with `llmtune finetune`.")
+    tokenizer = from_pretrained(AutoTokenizer, key, name_or_path)
+    model = from_pretrained(AutoModelForSequenceClassification, key, name_or_path)
+    return model.to(device()).eval(), tokenizer
+
+
+def class_probabilities(model: Any, tokenizer: Any, features: list[dict[str, list[int]]], batch_size: int) -> Any:
+    """Softmax class probabilities for tokenized examples, in their order.
+
+    Examples are batched by length (less padding, padded per batch) and put back in order.
+
+    Args:
+        model: a sequence classifier.
+        tokenizer: its tokenizer (for padding).
+        features: one dict per example with input_ids (and attention_mask, token_type_ids).
+        batch_size: examples per forward pass.
+
+    Returns:
+        A numpy array of shape (examples, labels).
+    """
+    import numpy as np
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    probabilities = np.zeros((len(features), model.config.num_labels), dtype=np.float64)
+    where = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = {k: v.to(where) for k, v in collate([features[i] for i in chunk]).items()}
+            logits = model(**batch).logits
+            probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return probabilities
+
+
+def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[list[dict[str, list[int]]], int]:
+    """Tokenize texts (and pairs), truncated to `max_length`; also count how many had to be cut."""
+    full = tokenizer(texts, pairs)["input_ids"]
+    truncated = sum(len(ids) > max_length for ids in full)
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    keys = list(encoded.keys())
+    return [{k: encoded[k][i] for k in keys} for i in range(len(texts))], truncated
+
+
+def run(
+    model: str,
+    input: str,
+    stream: TextIO,
+    output: str | None = None,
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+    batch_size: int = 32,
+    top_k: int | None = None,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """Classify every record of `input` and write one JSON line per record, in input order.
+
+    Each line holds the record's other fields (passthrough, e.g. `id`), then `label`, `score` and
+    `probabilities` (label -> probability, most likely first; the top `top_k` when given).
+
+    Args:
+        model: a model directory saved by `llmtune finetune` (or any sequence classifier).
+        input: .txt/.jsonl/.csv/.tsv file, or `-` for stdin.
+        stream: where the JSONL goes when `output` is None or `-`.
+        output: a file to write the JSONL to instead.
+        text_field / text_pair_field: the field(s) holding the text (and second text of a pair).
+        batch_size: examples per forward pass.
+        top_k: keep only the k most likely labels in `probabilities`.
+        max_length: truncate inputs to this many tokens; default the model's maximum.
+
+    Returns:
+        A summary: rows predicted, rows truncated, the max_length used.
+
+    Raises:
+        DataError: bad input, naming the line. UserError: a model that is not a classifier.
+    """
+    from llmtune.inputs import read_records
+    from llmtune.modeling import context_length
+
+    records = read_records(input, text_field, text_pair_field)
+    classifier, tokenizer = load_classifier(model)
+    limit = context_length(tokenizer, classifier.config, max_length)
+    texts = [r.fields[text_field] for r in records]
+    pairs = [r.fields[text_pair_field] for r in records] if text_pair_field else None
+    features, truncated = tokenize(tokenizer, texts, pairs, limit)
+    if truncated:
+        logger.warning("%d of %d inputs were longer than %d tokens and were truncated", truncated, len(records), limit)
+    probabilities = class_probabilities(classifier, tokenizer, features, batch_size)
+    names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
+    keep = len(names) if top_k is None else min(top_k, len(names))
+    target = Path(output).open("w", encoding="utf-8") if output not in (None, "-") else stream
+    try:
+        for record, row in zip(records, probabilities):
+            ranked = sorted(range(len(names)), key=lambda j: -row[j])[:keep]
+            line = {k: v for k, v in record.fields.items() if k not in (text_field, text_pair_field)}
+            line.update(label=names[ranked[0]], score=float(row[ranked[0]]), probabilities={names[j]: float(row[j]) for j in ranked})
+            target.write(json.dumps(line, ensure_ascii=False) + "\n")
+    finally:
+        if target is not stream:
+            target.close()
+    return {"rows": len(records), "truncated": truncated, "max_length": limit}
