@@ -25,12 +25,12 @@ def mlm_config(train: Path, output_dir: Path, **data: object) -> dict:
         "seed": 0,
         "model": {"from_config": {k: v for k, v in TINY_BERT.items() if k != "model_type"}},  # BERT by default
         "tokenizer": {"train": {"type": "wordpiece", "vocab_size": 200, "min_frequency": 1}},
-        "data": {"train_file": str(train), "validation_split": 0.2, "max_length": 32, **data},
+        "data": {"train_file": str(train), "validation_split": 0.2, "max_length": 16, **data},
         "mlm": {"probability": 0.15},
         "training": {
             "output_dir": str(output_dir),
-            "num_train_epochs": 2,
-            "per_device_train_batch_size": 16,
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": 8,
             "learning_rate": 2e-3,
             "logging_steps": 5,
             "save_strategy": "epoch",
@@ -61,9 +61,10 @@ def test_from_scratch_packed_through_the_cli(scratch: dict) -> None:
     assert "pipeline_tag: fill-mask" in (out / "README.md").read_text()
     assert metrics["eval_scored_tokens"] > 0 and 0 <= metrics["eval_token_accuracy"] <= 1
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_nll_per_token"]))
-    # Better than guessing uniformly over the 200-piece vocabulary: it learned something.
-    assert metrics["eval_perplexity"] < 100
-    assert AutoModelForMaskedLM.from_pretrained(out).config.model_type == "bert"
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    assert model.config.model_type == "bert"
+    # Well below guessing uniformly over the vocabulary: it learned something.
+    assert metrics["eval_perplexity"] < model.config.vocab_size / 2
     fill = pipeline("fill-mask", model=str(out))
     assert len(fill("the film was [MASK] and good")) == 5
 
@@ -126,6 +127,8 @@ def test_pretrained_model_finetunes_as_a_classifier(scratch: dict) -> None:
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_line_by_line_and_continued_pretraining(scratch: dict, tmp_path: Path, whole_word: bool) -> None:
     """In-process: continue from the scratch run's model, one example per row, optionally whole-word masked."""
+    from transformers import AutoTokenizer
+
     from llmtune.config import load_config
     from llmtune.tasks import pretrain_mlm
 
@@ -137,11 +140,12 @@ def test_line_by_line_and_continued_pretraining(scratch: dict, tmp_path: Path, w
     raw["training"].update(num_train_epochs=1, save_strategy="no")
     cfg = load_config("pretrain-mlm", write_config(tmp_path / "c.yaml", raw))
     metrics = pretrain_mlm.run(cfg)
-    assert metrics["eval_scored_tokens"] > 0 and metrics["eval_perplexity"] < 100
-    # Line by line: each validation row is its own example (60 rows held out of 300).
+    assert metrics["eval_scored_tokens"] > 0 and metrics["eval_perplexity"] < 78
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval_perplexity"] == metrics["eval_perplexity"]
+    # Line by line: each validation row is its own example (13 of the 64 rows held out).
     splits = pretrain_mlm.load_texts(cfg)
-    assert len(splits["validation"]) == 60
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
+    assert len(splits["validation"]) == len(pretrain_mlm.encode(cfg, splits, tokenizer)["validation"]) == 13
 
 
 def test_whole_word_masking_masks_all_pieces_of_a_word(scratch: dict) -> None:
