@@ -136,6 +136,12 @@ def finetune(config: ConfigArg, overrides: OverridesArg = None, overwrite: Overw
     _train_command("finetune", "llmtune.tasks.finetune", config, overrides, overwrite, resume)
 
 
+@app.command("pretrain-mlm")
+def pretrain_mlm(config: ConfigArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False) -> None:
+    """Pretrain a masked language model (from scratch or continued) and print its final metrics as JSON."""
+    _train_command("pretrain-mlm", "llmtune.tasks.pretrain_mlm", config, overrides, overwrite, resume)
+
+
 @app.command()
 def validate(
     config: ConfigArg,

@@ -235,13 +235,15 @@ def pack_blocks(tokenized: dict[str, list[list[int]]], block_size: int) -> dict[
     Unlike run_mlm/run_clm's `group_texts`, the remainder of each batch is kept as one shorter block
     (padded later by the collator) instead of being dropped, so no text is silently lost.
     """
-    keys = [k for k in ("input_ids", "attention_mask", "special_tokens_mask", "token_type_ids") if k in tokenized]
+    keys = [k for k in ("input_ids", "attention_mask", "special_tokens_mask", "token_type_ids", "offset_mapping") if k in tokenized]
     joined = {k: [tok for seq in tokenized[k] for tok in seq] for k in keys}
     total = len(joined["input_ids"]) if keys else 0
     return {k: [values[i : i + block_size] for i in range(0, total, block_size)] for k, values in joined.items()}
 
 
-def tokenize_for_lm(splits: DatasetDict, tokenizer: Any, data: DataSection, packing: bool, add_eos: bool = False) -> DatasetDict:
+def tokenize_for_lm(
+    splits: DatasetDict, tokenizer: Any, data: DataSection, packing: bool, add_eos: bool = False, offsets: bool = False
+) -> DatasetDict:
     """Tokenize text for language modelling: packed into max_length blocks, or one example per row.
 
     Args:
@@ -250,6 +252,7 @@ def tokenize_for_lm(splits: DatasetDict, tokenizer: Any, data: DataSection, pack
         data: the `data:` section (text_column, max_length).
         packing: concatenate and cut into blocks (True) or keep each row as its own example, truncated.
         add_eos: append the EOS token to every text (causal LM: documents end where the model should stop).
+        offsets: also keep offset_mapping (whole-word masking finds word boundaries with it; fast tokenizers only).
 
     Returns:
         Splits with input_ids/attention_mask (and special_tokens_mask for MLM) only; empty rows dropped.
@@ -262,8 +265,8 @@ def tokenize_for_lm(splits: DatasetDict, tokenizer: Any, data: DataSection, pack
         texts = [str(t) + eos for t in batch[column] if t is not None and str(t).strip()]
         if packing:
             # Special tokens ([CLS]/[SEP]) once per text, then blocks across texts.
-            return pack_blocks(tokenizer(texts, return_special_tokens_mask=True), block)
-        return tokenizer(texts, truncation=True, max_length=block, return_special_tokens_mask=True)
+            return pack_blocks(tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=offsets), block)
+        return tokenizer(texts, truncation=True, max_length=block, return_special_tokens_mask=True, return_offsets_mapping=offsets)
 
     out = {}
     for role, ds in splits.items():

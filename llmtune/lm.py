@@ -62,3 +62,90 @@ def lm_metrics(eval_pred: Any) -> dict[str, float]:
         "token_accuracy": correct / tokens,
         "scored_tokens": int(tokens),
     }
+
+
+class MaskingCollator:
+    """One collator for masked-LM training and evaluation: Trainer takes a single `data_collator`.
+
+    Batches without `labels` are masked by transformers' `DataCollatorForLanguageModeling` (the 80/10/10
+    rule, or whole words); batches that already carry `labels` (see `fixed_eval_masking`) are only
+    padded, labels with -100, so evaluation sees the same masks every time.
+
+    Args:
+        tokenizer: the run's tokenizer (it needs a mask token).
+        probability: fraction of tokens chosen for prediction.
+        whole_word: mask every piece of a word together (needs `offset_mapping` in the features).
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+        seed: seed the masking (None = the global torch RNG, i.e. different masks every epoch).
+    """
+
+    def __init__(self, tokenizer: Any, probability: float = 0.15, whole_word: bool = False, pad_to_multiple_of: int | None = 8, seed: int | None = None):
+        from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
+
+        # Whole-word masking in transformers replaces every chosen word by [MASK]; saying so avoids its warning.
+        replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word else {}
+        self.mask = DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, whole_word_mask=whole_word, mlm_probability=probability, pad_to_multiple_of=pad_to_multiple_of, seed=seed, **replace
+        )
+        self.pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=IGNORE_INDEX)
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if "labels" in features[0]:
+            return self.pad(features)
+        if "offset_mapping" in features[0]:
+            # tokenizer.pad leaves offset_mapping alone, so pad it here to the length the inputs will get.
+            length = max(len(f["input_ids"]) for f in features)
+            if self.pad_to_multiple_of:
+                length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            features = [dict(f) for f in features]
+            for f in features:
+                fill = [[0, 0]] * (length - len(f["offset_mapping"]))
+                f["offset_mapping"] = fill + list(f["offset_mapping"]) if self.left else list(f["offset_mapping"]) + fill
+        return self.mask(features)
+
+
+def fixed_eval_masking(dataset: Any, tokenizer: Any, probability: float = 0.15, whole_word: bool = False, seed: int = 42, batch_size: int = 256) -> Any:
+    """Mask an evaluation set once, with a seed, so the same model always gets the same masked-LM scores.
+
+    Training masks differently every epoch; an evaluation that did the same would report a different
+    perplexity for the same model on every run. Evaluate the result with `MaskingCollator` (or any
+    collator that pads `labels` with -100).
+
+    Args:
+        dataset: tokenized examples with input_ids (and attention_mask, token_type_ids, special_tokens_mask,
+            and offset_mapping for whole-word masking), e.g. from `llmtune.data.tokenize_for_lm`.
+        tokenizer: the tokenizer that made them (mask token, vocabulary size, special tokens).
+        probability: fraction of tokens chosen for prediction.
+        whole_word: mask whole words (needs offset_mapping).
+        seed: seeds the masking; the same seed gives the same masks.
+        batch_size: examples masked at a time (memory only; masks depend on the order and the seed).
+
+    Returns:
+        A `datasets.Dataset` with input_ids (masked), labels (-100 where not scored) and the
+        attention_mask/token_type_ids that were there, unpadded.
+
+    Raises:
+        ValueError: whole_word without offset_mapping in the dataset.
+    """
+    from datasets import Dataset
+
+    if whole_word and "offset_mapping" not in dataset.column_names:
+        raise ValueError("whole-word masking needs offset_mapping in the dataset (tokenize with return_offsets_mapping=True)")
+    collator = MaskingCollator(tokenizer, probability, whole_word, pad_to_multiple_of=None, seed=seed)
+    kept = [c for c in ("attention_mask", "token_type_ids") if c in dataset.column_names]
+    masker_inputs = [c for c in ("input_ids", "special_tokens_mask", "offset_mapping") if c in dataset.column_names]
+    out: dict[str, list] = {"input_ids": [], "labels": [], **{c: [] for c in kept}}
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        features = [{c: rows[c][i] for c in masker_inputs} for i in range(len(rows["input_ids"]))]
+        batch = collator(features)
+        for i, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            span = slice(-n, None) if collator.left else slice(0, n)
+            out["input_ids"].append(batch["input_ids"][i, span].tolist())
+            out["labels"].append(batch["labels"][i, span].tolist())
+            for c in kept:
+                out[c].append(rows[c][i])
+    return Dataset.from_dict(out)

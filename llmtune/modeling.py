@@ -65,6 +65,13 @@ def train_tokenizer(spec: TokenizerTrainSection, texts: Iterable[str], max_lengt
             batches(), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=list(WORDPIECE_SPECIALS.values())
         )
         specials = WORDPIECE_SPECIALS
+        # BertWordPieceTokenizer only adds [CLS] ... [SEP] when built from an existing vocabulary; a
+        # BERT-style model needs them (pooler/classifier on [CLS], document boundaries when packing).
+        from tokenizers.processors import BertProcessing
+
+        tok._tokenizer.post_processor = BertProcessing(
+            (specials["sep_token"], tok.token_to_id(specials["sep_token"])), (specials["cls_token"], tok.token_to_id(specials["cls_token"]))
+        )
     else:
         tok = ByteLevelBPETokenizer(add_prefix_space=False)
         tok.train_from_iterator(batches(), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])

@@ -96,6 +96,7 @@ class DataSection(Section):
     max_length: int = Field(128, gt=0, description="Truncate (or, for language modelling, pack) to this many tokens.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows (smoke runs).")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
+    packing: bool = Field(True, description="Language modelling: concatenate texts and cut them into max_length blocks (true) or keep one example per row (false).")
 
     @model_validator(mode="after")
     def _sources(self) -> DataSection:
@@ -195,4 +196,31 @@ class EvaluateConfig(Section):
         return self
 
 
-SCHEMAS: dict[str, type[Section]] = {"finetune": FinetuneConfig, "evaluate": EvaluateConfig}
+
+class MLMSection(Section):
+    """How tokens are masked for masked-language-model training (transformers' DataCollatorForLanguageModeling)."""
+
+    probability: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens chosen for prediction; 0.15 as in BERT.")
+    whole_word: bool = Field(
+        False,
+        description="Mask every piece of a word together (needs a fast tokenizer; chosen words are all replaced by [MASK], "
+        "no 80/10/10); off = BERT's token masking.",
+    )
+    pad_to_multiple_of: int | None = Field(8, gt=0, description="Pad batches to a multiple of this (8 suits GPU tensor cores); null = no rounding.")
+
+
+class PretrainMLMConfig(RunConfig):
+    """`llmtune pretrain-mlm`: masked-language-model pretraining, from scratch (model.from_config) or continued (model.name_or_path)."""
+
+    mlm: MLMSection = Field(default_factory=MLMSection, description="Masking settings; the defaults are BERT's.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bert_by_default(cls, data: Any) -> Any:
+        from_config = data.get("model", {}).get("from_config") if isinstance(data, dict) and isinstance(data.get("model"), dict) else None
+        if isinstance(from_config, dict) and "model_type" not in from_config:
+            data = {**data, "model": {**data["model"], "from_config": {"model_type": "bert", **from_config}}}
+        return data
+
+
+SCHEMAS: dict[str, type[Section]] = {"finetune": FinetuneConfig, "pretrain-mlm": PretrainMLMConfig, "evaluate": EvaluateConfig}

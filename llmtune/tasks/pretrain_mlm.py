@@ -1,0 +1,113 @@
+"""`llmtune pretrain-mlm`: masked-language-model pretraining with Trainer, from scratch or continued.
+
+From scratch: a WordPiece tokenizer trained on the training text and a model built from
+`model.from_config` (BERT unless model_type says otherwise). Continued (domain-adaptive):
+`model.name_or_path` with its own tokenizer. Training batches are masked at random every epoch;
+the validation set is masked once with the run's seed, so its perplexity is comparable across runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from llmtune import data as data_lib
+from llmtune import lm, runs
+from llmtune.errors import UserError
+from llmtune.modeling import load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+
+    from llmtune.config.schema import PretrainMLMConfig
+
+logger = logging.getLogger(__name__)
+
+
+def load_texts(cfg: PretrainMLMConfig) -> DatasetDict:
+    """The train and validation text splits (validation carved out of train when there is none).
+
+    Raises:
+        DataError: missing files or text column.
+        UserError: no validation data.
+    """
+    splits = data_lib.load_splits(cfg.data)
+    data_lib.require_columns(splits, {"data.text_column": cfg.data.text_column})
+    splits = data_lib.split_validation(splits, cfg.data, cfg.seed)
+    if "validation" not in splits:
+        raise UserError("data: no validation data. Set data.validation_file or data.validation_split: 0.05 (or data.hub.validation_split).")
+    return splits
+
+
+def encode(cfg: PretrainMLMConfig, splits: DatasetDict, tokenizer: Any) -> DatasetDict:
+    """Tokenize (packed or line by line) and mask the validation split once, with the run's seed.
+
+    Returns:
+        `train` (unmasked; masked per batch by the collator) and `validation` (input_ids + labels),
+        plus `test` when there is test data.
+    """
+    if tokenizer.mask_token is None:
+        raise UserError("tokenizer: it has no mask token, so it cannot be used for masked-LM training. Use a BERT-style tokenizer or tokenizer.train.")
+    if cfg.mlm.whole_word and not getattr(tokenizer, "is_fast", False):
+        raise UserError("mlm.whole_word: needs a fast tokenizer (word boundaries come from its offsets). Set mlm.whole_word: false.")
+    tokenized = data_lib.tokenize_for_lm(splits, tokenizer, cfg.data, packing=cfg.data.packing, offsets=cfg.mlm.whole_word)
+    for role in [r for r in tokenized if r != "train"]:
+        tokenized[role] = lm.fixed_eval_masking(tokenized[role], tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.seed)
+    return tokenized
+
+
+def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Pretrain a masked LM, evaluate it (masked-token accuracy, perplexity) and save it.
+
+    Args:
+        cfg: the validated pretrain-mlm config.
+        overwrite: replace a non-empty output directory.
+        resume: continue from the last checkpoint in the output directory.
+
+    Returns:
+        The final metrics: eval_perplexity, eval_token_accuracy, ... (validation), test_* and train_*.
+
+    Raises:
+        UserError: bad data, unreachable model, or an output directory that must not be touched.
+    """
+    from transformers import AutoModelForMaskedLM, Trainer, set_seed
+
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
+    set_seed(cfg.seed)
+
+    splits = load_texts(cfg)
+    train_texts = (str(text) for text in splits["train"][cfg.data.text_column] if text is not None)
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)
+    model = load_model(AutoModelForMaskedLM, cfg.model, tokenizer)
+    block = min(cfg.data.max_length, getattr(tokenizer, "model_max_length", cfg.data.max_length) or cfg.data.max_length)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and positions < block:
+        raise UserError(
+            f"data.max_length: {block} tokens per example, but the model has {positions} positions "
+            f"(max_position_embeddings). Lower data.max_length or raise model.from_config.max_position_embeddings."
+        )
+    encoded = encode(cfg, splits, tokenizer)
+    logger.info("%d training and %d validation examples of up to %d tokens", len(encoded["train"]), len(encoded["validation"]), block)
+
+    # The datasets hold only what the collator needs; keep offset_mapping/special_tokens_mask for masking.
+    args, callbacks = runs.training_arguments(cfg, remove_unused_columns=False)
+    if overwrite:
+        runs.clear_output_dir(args.output_dir)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of),
+        preprocess_logits_for_metrics=lm.masked_preprocess,
+        compute_metrics=lm.lm_metrics,
+        callbacks=callbacks,
+    )
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
+    metrics.update(trainer.evaluate())
+    if "test" in encoded:
+        metrics.update(trainer.evaluate(encoded["test"], metric_key_prefix="test"))
+    trainer.log_metrics("final", metrics)
+    return runs.finish_run(trainer, cfg, metrics, "pretrain-mlm", "fill-mask")
