@@ -121,8 +121,9 @@ def test_folder_path_form_also_loads():
 
 def test_module_files_work_from_a_fresh_modules_cache(tmp_path, monkeypatch):
     # evaluate copies only <name>.py into its modules cache and imports it from there, so each module
-    # must be self-contained. A uniquely named dynamic-modules package in tmp_path is a cache that
-    # has never seen these files, whatever this process imported before.
+    # may import only installed packages (llmtune's shared _sklearn/_sacrebleu included), and its own
+    # class must be the one evaluate picks (checked by the name). A uniquely named dynamic-modules
+    # package in tmp_path is a cache that has never seen these files, whatever this process imported.
     from evaluate.loading import evaluation_module_factory, import_main_class, init_dynamic_modules
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # init_dynamic_modules appends tmp_path

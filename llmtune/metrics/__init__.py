@@ -10,6 +10,15 @@ Each metric folder also has an `__init__.py` so setuptools packages the module f
 Python modules (no package-data globs needed); evaluate only copies the `<name>.py` file and never
 imports the folder as a package, so the `__init__.py` does not get in its way.
 
+The copied file is not self-contained: what the metrics of one library share lives in a private
+module here (`_sklearn.py` for accuracy, f1, precision and recall; `_sacrebleu.py` for bleu and chrf),
+which the metric file imports as `from llmtune.metrics import _sklearn`. That works from evaluate's
+cache because llmtune is importable wherever `load` runs (evaluate's import check only sees a library
+import of `llmtune`), and the shared code is always the installed version, whatever copy evaluate
+cached. A metric file binds the private module, never a class from it: evaluate 0.4.6 takes the
+first `evaluate.EvaluationModule` subclass in the file's namespace as the metric, and an imported
+base class would come before the metric's own class.
+
 Nothing heavy is imported here: `evaluate` (which pulls in transformers and torch) is imported inside
 `load` only.
 """

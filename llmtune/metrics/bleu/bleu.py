@@ -8,14 +8,14 @@ references. The Hub module raises a ValueError for that; here the shorter refere
 with None, which is sacreBLEU's own way of expressing a variable number of references (the padding
 is skipped when n-grams are matched, and the signature then says `nrefs:var`).
 
-Keep this file self-contained: evaluate copies only this file into its modules cache, and it picks
-the first `evaluate.EvaluationModule` subclass it finds in the module, so subclass `evaluate.Metric`
-through `import evaluate` (a `from evaluate import Metric` would be picked instead of `Bleu`).
+What the sacreBLEU metrics share lives in `llmtune/metrics/_sacrebleu.py`; import it as a module
+only (see there why).
 """
 
-import datasets
 import evaluate
 import sacrebleu
+
+from llmtune.metrics import _sacrebleu
 
 _DESCRIPTION = """\
 BLEU (Papineni et al., 2002) scores machine-generated text by its modified n-gram precision (n = 1
@@ -25,12 +25,10 @@ raw text itself (13a, the WMT standard, by default) so scores are comparable acr
 returned `signature` records every setting that affects the score.
 """
 
-_KWARGS_DESCRIPTION = """
+_KWARGS_DESCRIPTION = f"""
 Args:
     predictions (`list` of `str`): the generated texts, untokenized.
-    references (`list` of `list` of `str`, or `list` of `str`): one list of reference texts per
-        prediction (several references per prediction are allowed, and their number may vary:
-        missing ones are skipped), or one plain reference string per prediction.
+{_sacrebleu.REFERENCES_INPUT}\
     tokenize (`str`): sacreBLEU tokenizer: "13a" (default), "none", "zh", "intl", "char",
         "ja-mecab", "ko-mecab", "flores101", "flores200" (some need extra packages).
     lowercase (`bool`): lowercase predictions and references first. Defaults to False.
@@ -56,7 +54,8 @@ Examples:
     100.0
 """
 
-_CITATION = """\
+_CITATION = (
+    """\
 @inproceedings{papineni-etal-2002-bleu,
     title = "{B}leu: a Method for Automatic Evaluation of Machine Translation",
     author = "Papineni, Kishore and Roukos, Salim and Ward, Todd and Zhu, Wei-Jing",
@@ -65,39 +64,9 @@ _CITATION = """\
     url = "https://aclanthology.org/P02-1040",
     pages = "311--318",
 }
-@inproceedings{post-2018-call,
-    title = "A Call for Clarity in Reporting {BLEU} Scores",
-    author = "Post, Matt",
-    booktitle = "Proceedings of the Third Conference on Machine Translation: Research Papers",
-    year = "2018",
-    url = "https://www.aclweb.org/anthology/W18-6319",
-    pages = "186--191",
-}
 """
-
-
-def _reference_streams(predictions, references):
-    """Turn per-prediction references into sacreBLEU's per-reference-number streams.
-
-    Args:
-        predictions: the generated texts.
-        references: one list of reference texts per prediction, or one reference string per prediction.
-
-    Returns:
-        A list of streams; stream i holds the i-th reference of every prediction, None where a
-        prediction has fewer than i + 1 references.
-
-    Raises:
-        ValueError: the numbers of predictions and references differ, or a prediction has no reference.
-    """
-    if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; they must pair up")
-    per_prediction = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
-    empty = [i for i, refs in enumerate(per_prediction) if not refs]
-    if empty:
-        raise ValueError(f"every prediction needs at least one reference; predictions {empty[:10]} have none")
-    most = max(len(refs) for refs in per_prediction)
-    return [[refs[i] if i < len(refs) else None for refs in per_prediction] for i in range(most)]
+    + _sacrebleu.POST_2018_CITATION
+)
 
 
 class Bleu(evaluate.Metric):
@@ -105,29 +74,11 @@ class Bleu(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         """Describe the metric and its input features for evaluate."""
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
+        return _sacrebleu.metric_info(
+            _DESCRIPTION,
+            _CITATION,
+            _KWARGS_DESCRIPTION,
             homepage="https://github.com/mjpost/sacreBLEU",
-            inputs_description=_KWARGS_DESCRIPTION,
-            # evaluate picks the first option the first example fits: a list of references per
-            # prediction, else one plain reference string per prediction (its string check stops a
-            # plain string from being read as a list of characters).
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Sequence(datasets.Value("string", id="sequence"), id="references"),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Value("string", id="sequence"),
-                    }
-                ),
-            ],
-            codebase_urls=["https://github.com/mjpost/sacreBLEU"],
             reference_urls=["https://aclanthology.org/P02-1040", "https://aclanthology.org/W18-6319"],
         )
 
@@ -160,7 +111,6 @@ class Bleu(evaluate.Metric):
         Raises:
             ValueError: predictions and references do not pair up, or a prediction has no reference.
         """
-        streams = _reference_streams(predictions, references)
         bleu = sacrebleu.BLEU(
             lowercase=lowercase,
             force=force,
@@ -169,7 +119,7 @@ class Bleu(evaluate.Metric):
             smooth_value=smooth_value,
             effective_order=use_effective_order,
         )
-        result = bleu.corpus_score(list(predictions), streams)
+        result, signature = _sacrebleu.corpus_score(bleu, predictions, references)
         # Plain Python numbers keep the result JSON-serialisable for llmtune's metrics files.
         return {
             "score": float(result.score),
@@ -179,6 +129,5 @@ class Bleu(evaluate.Metric):
             "bp": float(result.bp),
             "sys_len": int(result.sys_len),
             "ref_len": int(result.ref_len),
-            # The signature is only complete after corpus_score (it records the number of references).
-            "signature": str(bleu.get_signature()),
+            "signature": signature,
         }

@@ -5,14 +5,14 @@ Same inputs, keyword arguments and output keys as the Hub's `evaluate-metric/chr
 module raises a ValueError): shorter reference lists are padded with None, sacreBLEU's way of
 expressing a variable number of references.
 
-Keep this file self-contained: evaluate copies only this file into its modules cache, and it picks
-the first `evaluate.EvaluationModule` subclass it finds in the module, so subclass `evaluate.Metric`
-through `import evaluate` (a `from evaluate import Metric` would be picked instead of `Chrf`).
+What the sacreBLEU metrics share lives in `llmtune/metrics/_sacrebleu.py`; import it as a module
+only (see there why).
 """
 
-import datasets
 import evaluate
 import sacrebleu
+
+from llmtune.metrics import _sacrebleu
 
 _DESCRIPTION = """\
 chrF (Popovic, 2015) is the F-score of character n-gram precision and recall (n = 1 to 6 by
@@ -21,12 +21,10 @@ chrF++ (Popovic, 2017) adds word n-grams (word_order=2). Computed at corpus leve
 (Post, 2018); the returned `signature` records every setting that affects the score.
 """
 
-_KWARGS_DESCRIPTION = """
+_KWARGS_DESCRIPTION = f"""
 Args:
     predictions (`list` of `str`): the generated texts.
-    references (`list` of `list` of `str`, or `list` of `str`): one list of reference texts per
-        prediction (several references per prediction are allowed, and their number may vary:
-        missing ones are skipped), or one plain reference string per prediction.
+{_sacrebleu.REFERENCES_INPUT}\
     char_order (`int`): the largest character n-gram order. Defaults to 6.
     word_order (`int`): the largest word n-gram order; 0 (default) is chrF, 2 is chrF++.
     beta (`int`): how many times more recall weighs than precision. Defaults to 2.
@@ -46,7 +44,8 @@ Examples:
     100.0
 """
 
-_CITATION = """\
+_CITATION = (
+    """\
 @inproceedings{popovic-2015-chrf,
     title = "chr{F}: character n-gram {F}-score for automatic {MT} evaluation",
     author = "Popovi{\\'c}, Maja",
@@ -63,39 +62,9 @@ _CITATION = """\
     url = "https://aclanthology.org/W17-4770",
     pages = "612--618",
 }
-@inproceedings{post-2018-call,
-    title = "A Call for Clarity in Reporting {BLEU} Scores",
-    author = "Post, Matt",
-    booktitle = "Proceedings of the Third Conference on Machine Translation: Research Papers",
-    year = "2018",
-    url = "https://www.aclweb.org/anthology/W18-6319",
-    pages = "186--191",
-}
 """
-
-
-def _reference_streams(predictions, references):
-    """Turn per-prediction references into sacreBLEU's per-reference-number streams.
-
-    Args:
-        predictions: the generated texts.
-        references: one list of reference texts per prediction, or one reference string per prediction.
-
-    Returns:
-        A list of streams; stream i holds the i-th reference of every prediction, None where a
-        prediction has fewer than i + 1 references.
-
-    Raises:
-        ValueError: the numbers of predictions and references differ, or a prediction has no reference.
-    """
-    if len(predictions) != len(references):
-        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references; they must pair up")
-    per_prediction = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
-    empty = [i for i, refs in enumerate(per_prediction) if not refs]
-    if empty:
-        raise ValueError(f"every prediction needs at least one reference; predictions {empty[:10]} have none")
-    most = max(len(refs) for refs in per_prediction)
-    return [[refs[i] if i < len(refs) else None for refs in per_prediction] for i in range(most)]
+    + _sacrebleu.POST_2018_CITATION
+)
 
 
 class Chrf(evaluate.Metric):
@@ -103,29 +72,11 @@ class Chrf(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         """Describe the metric and its input features for evaluate."""
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
+        return _sacrebleu.metric_info(
+            _DESCRIPTION,
+            _CITATION,
+            _KWARGS_DESCRIPTION,
             homepage="https://github.com/mjpost/sacreBLEU#chrf--chrf",
-            inputs_description=_KWARGS_DESCRIPTION,
-            # evaluate picks the first option the first example fits: a list of references per
-            # prediction, else one plain reference string per prediction (its string check stops a
-            # plain string from being read as a list of characters).
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Sequence(datasets.Value("string", id="sequence"), id="references"),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Value("string", id="sequence"),
-                    }
-                ),
-            ],
-            codebase_urls=["https://github.com/mjpost/sacreBLEU#chrf--chrf"],
             reference_urls=["https://aclanthology.org/W15-3049", "https://aclanthology.org/W17-4770"],
         )
 
@@ -158,7 +109,6 @@ class Chrf(evaluate.Metric):
         Raises:
             ValueError: predictions and references do not pair up, or a prediction has no reference.
         """
-        streams = _reference_streams(predictions, references)
         chrf = sacrebleu.CHRF(
             char_order=char_order,
             word_order=word_order,
@@ -167,12 +117,11 @@ class Chrf(evaluate.Metric):
             whitespace=whitespace,
             eps_smoothing=eps_smoothing,
         )
-        result = chrf.corpus_score(list(predictions), streams)
+        result, signature = _sacrebleu.corpus_score(chrf, predictions, references)
         return {
             "score": float(result.score),
             "char_order": int(result.char_order),
             "word_order": int(result.word_order),
             "beta": int(result.beta),
-            # The signature is only complete after corpus_score (it records the number of references).
-            "signature": str(chrf.get_signature()),
+            "signature": signature,
         }

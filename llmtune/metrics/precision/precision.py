@@ -2,14 +2,13 @@
 
 Same inputs, keyword arguments and output as the Hub's `evaluate-metric/precision`, plus
 `zero_division` (passed to scikit-learn), and `average=None` returns a plain list of per-class scores.
-Keep this file self-contained: evaluate copies only this file into its modules cache, and it picks
-the first `evaluate.EvaluationModule` subclass it finds in the module, so subclass `evaluate.Metric`
-through `import evaluate` (a `from evaluate import Metric` would be picked instead of `Precision`).
+What the scikit-learn metrics share lives in `llmtune/metrics/_sklearn.py`; import it as a module
+only (see there why).
 """
 
-import datasets
-import evaluate
 from sklearn.metrics import precision_score
+
+from llmtune.metrics import _sklearn
 
 _DESCRIPTION = """\
 Precision is the fraction of the predicted positives that are correct:
@@ -17,104 +16,12 @@ Precision = TP / (TP + FP), with TP the true positives and FP the false positive
 Computed with scikit-learn's `precision_score`.
 """
 
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions (`list` of `int`): predicted labels (with config_name="multilabel": a list of 0/1
-        label-indicator lists per example).
-    references (`list` of `int`): ground-truth labels, same shape as `predictions`.
-    labels (`list` of `int`): the labels to include when `average != "binary"`, and their order
-        when `average=None`. Defaults to None (all labels seen in predictions and references).
-    pos_label (`int`): the positive class when `average="binary"`. Defaults to 1.
-    average (`str` or None): "binary" (default; only the `pos_label` class, binary data only),
-        "micro" (global TP/FP/FN counts), "macro" (unweighted mean over labels), "weighted" (mean
-        over labels weighted by their support), "samples" (multilabel only, mean over examples), or
-        None (one score per label, returned as a list).
-    sample_weight (`list` of `float`): per-example weights. Defaults to None.
-    zero_division (`"warn"`, 0.0, 1.0 or nan): the value returned when the score is undefined
-        (no predicted positives); "warn" (default) returns 0.0 and warns.
-
-Returns:
-    precision (`float`, or `list` of `float` with `average=None`): between 0.0 and 1.0, higher is better.
-
-Examples:
-    >>> precision = llmtune.metrics.load("precision")
-    >>> precision.compute(references=[0, 1, 0, 1, 0], predictions=[0, 0, 1, 1, 0])
-    {'precision': 0.5}
-    >>> precision.compute(references=[0, 1, 2, 0, 1, 2], predictions=[0, 2, 1, 0, 0, 1], average="macro")
-    {'precision': 0.2222222222222222}
-"""
-
-_CITATION = """\
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and Varoquaux, G. and Gramfort, A. and Michel, V.
-          and Thirion, B. and Grisel, O. and Blondel, M. and Prettenhofer, P.
-          and Weiss, R. and Dubourg, V. and Vanderplas, J. and Passos, A. and
-          Cournapeau, D. and Brucher, M. and Perrot, M. and Duchesnay, E.},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
+_KWARGS_DESCRIPTION = _sklearn.prf_inputs_description("precision", "no predicted positives", 0.2222222222222222)
 
 
-class Precision(evaluate.Metric):
+class Precision(_sklearn.PrfMetric):
     """Precision of integer class predictions against references (`config_name="multilabel"` for 0/1 lists)."""
 
-    def _info(self) -> evaluate.MetricInfo:
-        """Describe the metric and its input features for evaluate."""
-        if self.config_name == "multilabel":
-            features = datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("int32")),
-                    "references": datasets.Sequence(datasets.Value("int32")),
-                }
-            )
-        else:
-            features = datasets.Features(
-                {"predictions": datasets.Value("int32"), "references": datasets.Value("int32")}
-            )
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=features,
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.precision_score.html"],
-        )
-
-    def _compute(
-        self,
-        predictions,
-        references,
-        labels=None,
-        pos_label=1,
-        average="binary",
-        sample_weight=None,
-        zero_division="warn",
-    ):
-        """Compute the precision with scikit-learn.
-
-        Args:
-            predictions: predicted labels, one per example.
-            references: ground-truth labels, one per example.
-            labels: labels to include (and their order for `average=None`).
-            pos_label: the positive class for `average="binary"`.
-            average: "binary", "micro", "macro", "weighted", "samples" or None.
-            sample_weight: optional per-example weights.
-            zero_division: value for an undefined score ("warn", 0.0, 1.0 or nan).
-
-        Returns:
-            `{"precision": float}`, or `{"precision": list[float]}` (one per label) when `average` is None.
-        """
-        score = precision_score(
-            references,
-            predictions,
-            labels=labels,
-            pos_label=pos_label,
-            average=average,
-            sample_weight=sample_weight,
-            zero_division=zero_division,
-        )
-        # A list (not a numpy array) keeps the result JSON-serialisable for llmtune's metrics files.
-        return {"precision": score.tolist() if average is None else float(score)}
+    _description = _DESCRIPTION
+    _inputs_description = _KWARGS_DESCRIPTION
+    _score_function = staticmethod(precision_score)
