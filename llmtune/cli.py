@@ -132,7 +132,7 @@ def _root(
 
 @app.command()
 def finetune(config: ConfigArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False) -> None:
-    """Fine-tune a model (task: classification) and print its final metrics as JSON."""
+    """Fine-tune a model (task: classification or causal-lm) and print its final metrics as JSON."""
     _train_command("finetune", "llmtune.tasks.finetune", config, overrides, overwrite, resume)
 
 
@@ -217,6 +217,44 @@ def predict(
 
         summary = task.run(model, input, stdout, output, text_field, text_pair_field, batch_size, top_k, max_length)
         typer.echo(f"predicted {summary['rows']} rows ({summary['truncated']} truncated to {summary['max_length']} tokens)", err=True)
+
+    _execute(work)
+
+
+@app.command()
+def generate(
+    config: Annotated[Optional[str], typer.Argument(help="YAML config file (optional with --model).", show_default=False)] = None,
+    overrides: OverridesArg = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model directory or Hub id (instead of model.name_or_path).")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="A prompt to complete (repeatable).")] = None,
+    input_path: Annotated[Optional[str], typer.Option("--input", help="Prompts file: .txt (one per line) or .jsonl; - reads stdin.")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="txt or jsonl; by default from the file extension (stdin: txt).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write the JSONL here instead of stdout.")] = None,
+) -> None:
+    """Complete prompts with a causal LM; print one JSON line per returned sequence."""
+
+    def work(stdout: Any) -> None:
+        from importlib import import_module
+
+        from llmtune.config import load_config
+        from llmtune.errors import UserError
+
+        path, extra = config, list(overrides or [])
+        if path is not None and "=" in path and not Path(path).is_file():
+            path, extra = None, [config, *extra]  # no config file, only key=value overrides
+        if input_format not in (None, "txt", "jsonl"):
+            raise UserError(f"--input-format: expected txt or jsonl, got {input_format!r}.")
+        if path is None and model is None:
+            raise UserError("pass a config file or --model DIR (a trained model directory or Hub id).")
+        base = {"model": {"name_or_path": model}} if path is None else None
+        if path is not None and model is not None:
+            extra.append(f"model.name_or_path={model}")
+        cfg = load_config("generate", path, extra, base=base)
+        summary = import_module("llmtune.tasks.generate").run(
+            cfg, stdout, prompts=prompt, input_path=input_path, input_fmt=input_format, output=str(output) if output else None
+        )
+        if output is not None:
+            _print_json(summary, stdout)
 
     _execute(work)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmtune.config.loader import RawConfig, apply_overrides, dump_yaml, read_yaml
 from llmtune.config.schema import SCHEMAS
-from llmtune.config.validate import check_training, schema_problems
+from llmtune.config.validate import check_generation, check_training, schema_problems
 from llmtune.errors import ConfigError, UserError
 
 __all__ = ["load_config", "save_config", "infer_command", "read_yaml", "RawConfig", "SCHEMAS"]
@@ -82,9 +82,16 @@ def load_config(command: str, path: str | Path | None, overrides: list[str] | No
         training = raw.data.get("training")
         if isinstance(training, dict) and "training" in schema.model_fields:
             problems += check_training(raw, training)[1]
+        generation = raw.data.get("generation")
+        if isinstance(generation, dict) and "generation" in schema.model_fields:
+            problems += check_generation(raw, generation)
         raise ConfigError(problems, source=source) from None
     if "training" in schema.model_fields:
         cfg.training, problems = check_training(raw, cfg.training)
+        if problems:
+            raise ConfigError(problems, source=source)
+    if "generation" in schema.model_fields:
+        problems = check_generation(raw, cfg.generation)
         if problems:
             raise ConfigError(problems, source=source)
     return cfg

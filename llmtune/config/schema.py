@@ -134,12 +134,30 @@ class RunConfig(Section):
 class FinetuneConfig(RunConfig):
     """`llmtune finetune`: sequence classification or causal-LM fine-tuning."""
 
-    task: Literal["classification"] = Field("classification", description="What to fine-tune for.")
+    task: Literal["classification", "causal-lm"] = Field(
+        "classification",
+        description="What to fine-tune for: classification (a sequence classifier) or causal-lm "
+        "(next-token prediction, e.g. GPT-2; reports token-weighted perplexity).",
+    )
     metrics: list[str] = Field(
         ["accuracy", "f1"],
-        description="Reported on validation/test: accuracy, f1, precision, recall (binary average for 2 labels, macro otherwise).",
+        description="Reported on validation/test: accuracy, f1, precision, recall (binary average for 2 labels, macro otherwise). "
+        "Classification only.",
     )
 
+    @model_validator(mode="after")
+    def _causal_lm_keys(self) -> FinetuneConfig:
+        if self.task != "causal-lm":
+            return self
+        # Set explicitly, these keys would silently do nothing for a language model: say so instead.
+        label_only = ["metrics"] if "metrics" in self.model_fields_set else []
+        label_only += [f"data.{k}" for k in CLASSIFICATION_DATA_KEYS if k in self.data.model_fields_set]
+        if label_only:
+            raise ValueError(
+                f"{', '.join(label_only)} only apply to task: classification; remove them for task: causal-lm "
+                "(it trains on data.text_column alone and reports perplexity)"
+            )
+        return self
 
 class EvalDataSection(DataSection):
     """`data:` for evaluation: any one split is enough (no training file needed)."""
@@ -223,4 +241,51 @@ class PretrainMLMConfig(RunConfig):
         return data
 
 
-SCHEMAS: dict[str, type[Section]] = {"finetune": FinetuneConfig, "pretrain-mlm": PretrainMLMConfig, "evaluate": EvaluateConfig}
+
+
+CLASSIFICATION_DATA_KEYS = ("label_column", "label_names", "text_pair_column")
+
+
+class GenerateConfig(Section):
+    """`llmtune generate`: complete prompts with a causal language model, JSONL out."""
+
+    seed: int = Field(42, description="Seeds sampling (generation.do_sample), so a run repeats exactly.")
+    model: ModelSection | None = Field(None, description="The model: model.name_or_path (Hub id or directory), or --model DIR.")
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection, description="Optional: defaults to the model's tokenizer.")
+    prompts: list[str] | None = Field(
+        None, description="Prompts to complete when neither --prompt nor --input is given."
+    )
+    prompt_field: str = Field("prompt", description="The field holding the prompt in .jsonl input records; other fields are passed through.")
+    batch_size: int = Field(8, gt=0, description="Prompts per forward pass (left-padded, grouped by length); lower it if memory runs out.")
+    stop: list[str] = Field(
+        [], description="Cut each completion at the first of these strings (not included), e.g. ['\\n\\n']; generation stops there too."
+    )
+    generation: dict[str, Any] = Field(
+        {},
+        description="Any transformers.GenerationConfig field: max_new_tokens (llmtune default 64), do_sample, temperature, "
+        "top_k, top_p, typical_p, num_beams, length_penalty, early_stopping, repetition_penalty, no_repeat_ngram_size, "
+        "num_return_sequences, ... Checked against GenerationConfig before the model loads.",
+    )
+
+    @model_validator(mode="after")
+    def _generate_sources(self) -> GenerateConfig:
+        if self.model is None:
+            raise ValueError("no model: set model.name_or_path (a Hub id or a trained model directory) or pass --model DIR")
+        if self.model.from_config is not None:
+            raise ValueError("model.from_config builds an untrained model; generate needs model.name_or_path (trained weights)")
+        if self.tokenizer.train is not None:
+            raise ValueError("tokenizer.train is for training commands; generate uses the model's tokenizer (or tokenizer.name_or_path)")
+        empty = [f"prompts[{i}]" for i, p in enumerate(self.prompts or []) if not p.strip()]
+        if empty:
+            raise ValueError(f"{', '.join(empty)} is empty; every prompt needs some text")
+        if any(not s for s in self.stop):
+            raise ValueError("stop: an empty stop string would cut every completion to nothing; remove it")
+        return self
+
+
+SCHEMAS: dict[str, type[Section]] = {
+    "finetune": FinetuneConfig,
+    "pretrain-mlm": PretrainMLMConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+}

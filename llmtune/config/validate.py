@@ -120,3 +120,38 @@ def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, 
     except (ValueError, TypeError) as exc:
         problems.append(f"training: transformers.TrainingArguments rejects these settings: {exc}")
     return coerced, problems
+
+
+def generation_fields() -> set[str]:
+    """The public field names of `transformers.GenerationConfig` in the installed version."""
+    from transformers import GenerationConfig
+
+    return {k for k in GenerationConfig().to_dict() if not k.startswith("_") and k != "transformers_version"}
+
+
+def check_generation(raw: RawConfig, generation: dict[str, Any]) -> list[str]:
+    """Check `generation:` against `transformers.GenerationConfig`: field names, then its own `validate(strict=True)`.
+
+    Catches impossible combinations (num_return_sequences > num_beams without sampling, temperature
+    without do_sample, ...) before any model is loaded.
+
+    Returns:
+        The problems found (empty when the settings are valid).
+    """
+    from transformers import GenerationConfig
+
+    fields = generation_fields()
+    problems = []
+    for name in generation:
+        if name not in fields:
+            hint = suggest(name, fields) or " See transformers.GenerationConfig for the valid keys."
+            problems.append(f"{raw.where(('generation', name))}: unknown key: not a transformers.GenerationConfig field.{hint}")
+    if problems:
+        return problems
+    try:
+        GenerationConfig(**generation).validate(strict=True)
+    except (ValueError, TypeError) as exc:
+        reason = " ".join(line.strip("- ") for line in str(exc).strip().splitlines() if line.strip())
+        reason = reason.split(" If you're using a pretrained model")[0]
+        problems.append(f"{raw.where(('generation',))}: transformers.GenerationConfig rejects these settings: {reason}")
+    return problems

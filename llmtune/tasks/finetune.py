@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-TASK_MODULES = {"classification": "llmtune.tasks.classification"}
+TASK_MODULES = {"classification": "llmtune.tasks.classification", "causal-lm": "llmtune.tasks.causal_lm"}
 
 
 def run(cfg: Any, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
