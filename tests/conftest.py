@@ -130,6 +130,8 @@ def tiny_classifier_dir(path: Path, labels: list[str], texts: list[str]) -> Path
     config = BertConfig(
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
         id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}, **fields,
+        # BERT's default init (0.02) gives every [CLS] nearly the same vector: one label for all inputs.
+        initializer_range=0.5,
     )
     config.architectures = ["BertForSequenceClassification"]
     torch.manual_seed(0)
