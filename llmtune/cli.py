@@ -228,7 +228,7 @@ def generate(
     model: Annotated[Optional[str], typer.Option("--model", help="Model directory or Hub id (instead of model.name_or_path).")] = None,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="A prompt to complete (repeatable).")] = None,
     input_path: Annotated[Optional[str], typer.Option("--input", help="Prompts file: .txt (one per line) or .jsonl; - reads stdin.")] = None,
-    input_format: Annotated[Optional[str], typer.Option("--input-format", help="txt or jsonl; by default from the file extension (stdin: txt).")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="txt or jsonl; by default from the file extension (stdin: jsonl if it starts with {, else txt).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Write the JSONL here instead of stdout.")] = None,
 ) -> None:
     """Complete prompts with a causal LM; print one JSON line per returned sequence."""
@@ -242,8 +242,6 @@ def generate(
         path, extra = config, list(overrides or [])
         if path is not None and "=" in path and not Path(path).is_file():
             path, extra = None, [config, *extra]  # no config file, only key=value overrides
-        if input_format not in (None, "txt", "jsonl"):
-            raise UserError(f"--input-format: expected txt or jsonl, got {input_format!r}.")
         if path is None and model is None:
             raise UserError("pass a config file or --model DIR (a trained model directory or Hub id).")
         base = {"model": {"name_or_path": model}} if path is None else None

@@ -105,6 +105,21 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
         raise UserError(f"training: {exc}") from exc
 
 
+def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: Any = None) -> dict[str, Any]:
+    """Train (or resume), then evaluate on the validation set and, when there is one, the test set.
+
+    Returns:
+        train_* metrics from training, eval_* from the validation set, test_* from the test set.
+    """
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
+    metrics.update(trainer.evaluate())
+    if test_dataset is not None:
+        metrics.update(trainer.evaluate(test_dataset, metric_key_prefix="test"))
+    trainer.log_metrics("final", metrics)
+    return metrics
+
+
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     """Make metrics JSON-safe (NaN/inf -> None) and round-trip numpy scalars to Python numbers."""
     out = {}

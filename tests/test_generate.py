@@ -107,9 +107,9 @@ def test_stdin_pipe_through_the_real_cli(model_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("p.txt", "ROMEO:\n\nJULIET:\n", "p.txt, line 2: empty line"),
+        ("p.txt", "ROMEO:\n\nJULIET:\n", "p.txt, line 2: empty prompt"),
         ("p.jsonl", '{"prompt": "a"}\n{"prompt": "b"\n', "p.jsonl, line 2: invalid JSON"),
-        ("p.jsonl", '{"prompt": "a"}\n{"text": "b"}\n', "p.jsonl, line 2: no 'prompt' field (fields: text)"),
+        ("p.jsonl", '{"prompt": "a"}\n{"text": "b"}\n', "p.jsonl, line 2: no field 'prompt'. Name the field with prompt_field=NAME (fields here: text)"),
         ("p.txt", "ROMEO:\n" + "word " * 80 + "\n", "p.txt, line 2: the prompt has"),
     ],
 )

@@ -89,11 +89,11 @@ def test_read_records_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("name", "content", "args", "message"),
     [
-        ("bad.jsonl", '{"text": "ok"}\n{"text": "oops"\n', {}, "bad.jsonl: line 2: invalid JSON"),
+        ("bad.jsonl", '{"text": "ok"}\n{"text": "oops"\n', {}, "bad.jsonl, line 2: invalid JSON"),
         ("list.jsonl", '{"text": "ok"}\n["text"]\n', {}, "line 2: expected a JSON object"),
         ("field.jsonl", '{"text": "ok"}\n{"txt": "no"}\n', {}, "line 2: no field 'text'. Did you mean 'txt'?"),
         ("number.jsonl", '{"text": 5}\n', {}, "line 1: field 'text' must be a string"),
-        ("cols.csv", "id,body\n1,hello\n", {}, "cols.csv: line 2: no field 'text'"),
+        ("cols.csv", "id,body\n1,hello\n", {}, "cols.csv, line 2: no field 'text'"),
         ("cells.csv", "id,text\n1,hello,extra\n", {}, "line 2: more cells than header columns"),
         ("empty.jsonl", "\n\n", {}, "empty.jsonl: no input records"),
         ("pair.txt", "a\n", {"pair_field": "second"}, "sentence pairs need .jsonl, .csv or .tsv"),

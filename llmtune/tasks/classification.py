@@ -115,10 +115,5 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
         callbacks=callbacks,
     )
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
-    metrics.update(trainer.evaluate())
-    if "test" in encoded:
-        metrics.update(trainer.evaluate(encoded["test"], metric_key_prefix="test"))
-    trainer.log_metrics("final", metrics)
+    metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
     return runs.finish_run(trainer, cfg, metrics, "finetune", "text-classification")

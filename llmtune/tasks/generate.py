@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INPUT_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 OUTPUT_KEYS = ("index", "sequence", "prompt", "completion", "prompt_tokens", "completion_tokens", "finish_reason")
 
 
@@ -31,49 +30,21 @@ class Prompt:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def input_format(path: str, given: str | None) -> str:
-    """`txt` or `jsonl`: as given, else from the file extension (stdin `-` defaults to txt)."""
-    if given is not None:
-        return given
-    if path == "-":
-        return "txt"
-    fmt = INPUT_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise UserError(f"--input: cannot tell the format of {path}; use a .txt (one prompt per line) or .jsonl file, or pass --input-format.")
-    return fmt
-
-
-def parse_prompts(text: str, fmt: str, name: str, prompt_field: str) -> list[Prompt]:
-    """Parse input text: `txt` is one prompt per line, `jsonl` one JSON object per line with `prompt_field`.
+def read_prompts(input_path: str, fmt: str | None, prompt_field: str) -> list[Prompt]:
+    """Prompts from a file or stdin (`llmtune.inputs`): .txt one per line, .jsonl objects with `prompt_field`.
 
     Raises:
-        DataError: an empty line, invalid JSON, a record without a text prompt; naming the line.
+        DataError: invalid JSON, a missing field, an empty prompt; naming the line.
     """
+    from llmtune.inputs import read_records
+
+    name = "stdin" if input_path == "-" else input_path
     prompts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        where = f"{name}, line {number}"
-        if not line.strip():
-            raise DataError(f"{where}: empty line. Every line must hold a prompt; remove blank lines.")
-        if fmt == "txt":
-            prompts.append(Prompt(line, where))
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}). Each line must be one JSON object.") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object like {{\"{prompt_field}\": \"...\"}}, got {type(record).__name__}.")
-        if prompt_field not in record:
-            raise DataError(
-                f"{where}: no '{prompt_field}' field (fields: {', '.join(record) or 'none'}). "
-                "Add it, or name the field holding the prompt with prompt_field=NAME."
-            )
-        value = record.pop(prompt_field)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{where}: '{prompt_field}' must be a non-empty string, got {value!r}.")
-        prompts.append(Prompt(value, where, record))
-    if not prompts:
-        raise DataError(f"{name}: no prompts in the input.")
+    for record in read_records(input_path, prompt_field, fmt=fmt, field_option="prompt_field=NAME"):
+        text = record.fields.pop(prompt_field)
+        if not text.strip():
+            raise DataError(f"{name}, line {record.line}: empty prompt. Every line must hold a prompt; remove blank lines.")
+        prompts.append(Prompt(text, f"{name}, line {record.line}", record.fields))
     return prompts
 
 
@@ -87,13 +58,7 @@ def collect_prompts(cfg: GenerateConfig, prompts: list[str] | None, input_path: 
             raise UserError(f"--prompt number {empty[0]} is empty; give it some text.")
         return [Prompt(p, f"--prompt {i + 1}") for i, p in enumerate(prompts)]
     if input_path:
-        fmt = input_format(input_path, fmt)
-        if input_path == "-":
-            return parse_prompts(sys.stdin.read(), fmt, "stdin", cfg.prompt_field)
-        path = Path(input_path)
-        if not path.is_file():
-            raise UserError(f"--input: file not found: {path}.")
-        return parse_prompts(path.read_text(encoding="utf-8"), fmt, str(path), cfg.prompt_field)
+        return read_prompts(input_path, fmt, cfg.prompt_field)
     if cfg.prompts:
         return [Prompt(p, f"prompts[{i}]") for i, p in enumerate(cfg.prompts)]
     raise UserError("no prompts: pass --prompt TEXT, --input FILE (or - for stdin), or list them under prompts: in the config.")
