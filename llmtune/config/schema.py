@@ -234,7 +234,8 @@ class EvaluateConfig(Section):
             raise ValueError("evaluate cannot train a tokenizer: drop tokenizer.train (the model directory has its tokenizer)")
         if any(not s for s in self.stop):
             raise ValueError("stop: an empty stop string would cut every completion to nothing; remove it")
-        if (self.generation.get("num_return_sequences") or 1) > 1:
+        returned = self.generation.get("num_return_sequences")
+        if isinstance(returned, int) and returned > 1:
             raise ValueError("generation.num_return_sequences: evaluate scores one completion per prompt; remove it (or set 1)")
         return self
 
