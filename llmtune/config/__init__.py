@@ -108,6 +108,8 @@ def infer_command(data: dict[str, Any]) -> str:
     Raises:
         UserError: the keys fit no command; pass `--for COMMAND`.
     """
+    if "eval" in data and "evaluate" in SCHEMAS:  # before mlm/generation, which evaluate configs may have too
+        return "evaluate"
     if "mlm" in data and "pretrain-mlm" in SCHEMAS:
         return "pretrain-mlm"
     if "training" in data:

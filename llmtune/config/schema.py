@@ -162,6 +162,13 @@ class FinetuneConfig(RunConfig):
 class EvalDataSection(DataSection):
     """`data:` for evaluation: any one split is enough (no training file needed)."""
 
+    prompt_column: str = Field("prompt", description="eval.kind generation: column holding the prompt to complete.")
+    reference_column: str = Field(
+        "reference",
+        description="eval.kind generation: column holding the reference completion, a string or a list of strings "
+        "(several references per prompt).",
+    )
+
     @model_validator(mode="after")
     def _sources(self) -> EvalDataSection:
         if self.hub is None and not any([self.train_file, self.validation_file, self.test_file]):
@@ -176,10 +183,11 @@ class EvalDataSection(DataSection):
 class EvalSection(Section):
     """How `llmtune evaluate` scores the model."""
 
-    kind: Literal["auto", "classification", "causal-lm"] = Field(
+    kind: Literal["auto", "classification", "causal-lm", "masked-lm", "generation"] = Field(
         "auto",
         description="auto = from the model's architectures (*ForSequenceClassification -> classification, "
-        "*ForCausalLM/*LMHeadModel -> causal-lm).",
+        "*ForCausalLM/*LMHeadModel -> causal-lm, *ForMaskedLM -> masked-lm); generation (BLEU/chrF of a causal LM's "
+        "completions against references) is never picked automatically.",
     )
     split: Literal["validation", "test", "train"] = Field(
         "validation", description="Which data split to score: data.<split>_file, the Hub split, or the carved-out validation_split."
@@ -203,7 +211,20 @@ class EvaluateConfig(Section):
         None, description="The data to score; null = the data section of the model directory's llmtune.yaml (how it was trained)."
     )
     eval: EvalSection = Field(default_factory=EvalSection, description="What to compute and on which split.")
-    output_dir: str | None = Field(None, description="Write metrics.json and pictures (confusion_matrix.png) here; null = stdout only.")
+    output_dir: str | None = Field(
+        None, description="Write metrics.json, pictures (confusion_matrix.png) and generations.jsonl here; null = stdout only."
+    )
+    mlm: MLMSection | None = Field(
+        None,
+        description="eval.kind masked-lm: how the evaluation set is masked (once, seeded); unset keys come from the model "
+        "directory's llmtune.yaml (how pretrain-mlm masked it), else BERT's defaults.",
+    )
+    generation: dict[str, Any] = Field(
+        {},
+        description="eval.kind generation: any transformers.GenerationConfig field (as in llmtune generate; max_new_tokens "
+        "defaults to 64, decoding to greedy). Checked against GenerationConfig before the model loads.",
+    )
+    stop: list[str] = Field([], description="eval.kind generation: cut each completion at the first of these strings, e.g. ['\\n\\n'].")
 
     @model_validator(mode="after")
     def _weights(self) -> EvaluateConfig:
@@ -211,6 +232,11 @@ class EvaluateConfig(Section):
             raise ValueError("evaluate needs trained weights: set model.name_or_path (or pass --model DIR), not model.from_config")
         if self.tokenizer.train is not None:
             raise ValueError("evaluate cannot train a tokenizer: drop tokenizer.train (the model directory has its tokenizer)")
+        if any(not s for s in self.stop):
+            raise ValueError("stop: an empty stop string would cut every completion to nothing; remove it")
+        returned = self.generation.get("num_return_sequences")
+        if isinstance(returned, int) and returned > 1:
+            raise ValueError("generation.num_return_sequences: evaluate scores one completion per prompt; remove it (or set 1)")
         return self
 
 
@@ -282,6 +308,9 @@ class GenerateConfig(Section):
             raise ValueError("stop: an empty stop string would cut every completion to nothing; remove it")
         return self
 
+
+# EvaluateConfig.mlm refers to MLMSection, defined after it.
+EvaluateConfig.model_rebuild()
 
 SCHEMAS: dict[str, type[Section]] = {
     "finetune": FinetuneConfig,

@@ -21,7 +21,7 @@ from llmtune.errors import DataError, GateFailure, UserError
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
-    from llmtune.config.schema import EvalDataSection, EvaluateConfig
+    from llmtune.config.schema import EvalDataSection, EvaluateConfig, MLMSection
 
 logger = logging.getLogger(__name__)
 
@@ -234,9 +234,12 @@ def evaluate_classification(ctx: Context) -> dict[str, Any]:
 # Causal language models
 
 
-def causal_lm_names(model_config: Any) -> list[str]:
-    """Token-weighted perplexity, mean NLL per token, next-token accuracy and the number of scored tokens."""
-    return [PREFIX + name for name in ("perplexity", "nll_per_token", "token_accuracy", "scored_tokens")]
+LM_METRICS = ("perplexity", "nll_per_token", "token_accuracy", "scored_tokens")
+
+
+def lm_names(model_config: Any) -> list[str]:
+    """Token-weighted perplexity, mean NLL per token, token accuracy and the number of scored tokens (causal and masked LMs)."""
+    return [PREFIX + name for name in LM_METRICS]
 
 
 def sliding_windows(ids: list[int], max_length: int, stride: int) -> list[tuple[list[int], list[int]]]:
@@ -339,7 +342,7 @@ def evaluate_causal_lm(ctx: Context) -> dict[str, Any]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     stats = score_windows(model, windows, cfg.eval.batch_size, pad_id)
     values = lm_metrics(SimpleNamespace(predictions=stats))
-    metrics = {PREFIX + name: values.get(name) for name in ("perplexity", "nll_per_token", "token_accuracy", "scored_tokens")}
+    metrics = {PREFIX + name: values.get(name) for name in LM_METRICS}
     info = {
         "eval_perplexity": {**definition, "reference": PERPLEXITY_GUIDE},
         "eval_nll_per_token": {"definition": "total NLL (natural log) / total scored tokens", "method": definition["method"]},
@@ -349,9 +352,211 @@ def evaluate_causal_lm(ctx: Context) -> dict[str, Any]:
     return {**metrics, "perplexity_definition": definition["method"], "num_examples": len(texts), "metrics_info": info}
 
 
+# ---------------------------------------------------------------------------------------------------
+# Masked language models
+
+
+def saved_run(cfg: EvaluateConfig) -> dict[str, Any]:
+    """The model directory's llmtune.yaml (how llmtune trained it) as a mapping; empty when there is none."""
+    from llmtune.config import read_yaml
+
+    saved = Path(cfg.model.name_or_path) / "llmtune.yaml"
+    return read_yaml(saved).data if saved.is_file() else {}
+
+
+def resolve_masking(cfg: EvaluateConfig, data: EvalDataSection) -> tuple[MLMSection, EvalDataSection]:
+    """The masking settings and data section for a masked-LM evaluation.
+
+    Keys set in the evaluate config win; the rest (mlm.probability, mlm.whole_word, data.packing) come
+    from the model directory's llmtune.yaml, i.e. how pretrain-mlm masked its own validation set, and
+    otherwise from MLMSection's defaults.
+    """
+    from llmtune.config.schema import MLMSection
+
+    saved = saved_run(cfg)
+    given = cfg.mlm.model_dump(exclude_unset=True) if cfg.mlm is not None else {}
+    mlm = MLMSection.model_validate({**(saved.get("mlm") or {}), **given})
+    trained_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    if "packing" not in data.model_fields_set and "packing" in trained_data:
+        data = data.model_copy(update={"packing": bool(trained_data["packing"])})
+    return mlm, data
+
+
+def evaluate_masked_lm(ctx: Context) -> dict[str, Any]:
+    """Masked-token accuracy and token-weighted perplexity, with the evaluation set masked once, seeded.
+
+    The text is encoded and masked exactly as `llmtune pretrain-mlm` encodes and masks its validation set
+    (same function, seed and settings), so a pretrain-mlm model directory scores its run's own eval_perplexity.
+    """
+    import numpy as np
+    import torch
+    from datasets import DatasetDict
+    from transformers import AutoModelForMaskedLM
+
+    from llmtune.lm import MaskingCollator, lm_metrics, masked_preprocess
+    from llmtune.modeling import load_model, load_tokenizer
+    from llmtune.tasks.predict import device
+    from llmtune.tasks.pretrain_mlm import encode
+
+    cfg, split = ctx.cfg, ctx.cfg.eval.split
+    mlm, data = resolve_masking(cfg, ctx.data)
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
+    model = load_model(AutoModelForMaskedLM, cfg.model, tokenizer).to(device()).eval()
+    splits = load_eval_split(data, split, ctx.seed)
+    data_lib.require_columns(splits, {"data.text_column": data.text_column})
+    # encode() masks every split but "train" once with the seed; the key keeps eval.split=train masked too.
+    settings = SimpleNamespace(mlm=mlm, data=data, seed=ctx.seed)
+    masked = encode(settings, DatasetDict({"eval": splits[split]}), tokenizer)["eval"]
+    collate = MaskingCollator(tokenizer, mlm.probability, mlm.whole_word, mlm.pad_to_multiple_of)
+    where = next(model.parameters()).device
+    stats = []
+    with torch.no_grad():
+        for start in range(0, len(masked), cfg.eval.batch_size):
+            batch = collate(masked.select(range(start, min(start + cfg.eval.batch_size, len(masked)))).to_list())
+            labels = batch.pop("labels")
+            logits = model(**{k: v.to(where) for k, v in batch.items()}).logits
+            stats.append(masked_preprocess(logits, labels.to(where)).cpu().numpy())
+    # float32 stats summed in dataset order, as Trainer's compute_metrics sees them during pretrain-mlm.
+    values = lm_metrics(SimpleNamespace(predictions=np.concatenate(stats)))
+    masking = {
+        "probability": mlm.probability,
+        "whole_word": mlm.whole_word,
+        "rule": "chosen words all replaced by the mask token" if mlm.whole_word else "BERT's 80/10/10: mask token / random token / unchanged",
+        "seed": ctx.seed,
+        "packing": data.packing,
+        "max_length": data.max_length,
+    }
+    info = {
+        "eval_perplexity": {
+            "definition": "exp(total NLL / total scored tokens) over the masked positions; the evaluation set is masked once "
+            "with the seed, as pretrain-mlm masks its validation set, so the same model and data always score the same",
+            "masking": masking,
+        },
+        "eval_nll_per_token": {"definition": "total NLL (natural log) / total masked tokens"},
+        "eval_token_accuracy": {"definition": "fraction of masked tokens whose most probable prediction is the original token"},
+        "eval_scored_tokens": {"definition": "number of masked (scored) tokens"},
+    }
+    metrics = {PREFIX + name: values.get(name) for name in LM_METRICS}
+    return {**metrics, "perplexity_definition": "masked-tokens", "masking": masking, "num_examples": len(masked), "metrics_info": info}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generation against references
+
+
+def generation_names(model_config: Any) -> list[str]:
+    """Corpus BLEU and chrF of the completions, their mean length and how many ran into max_new_tokens."""
+    return [PREFIX + name for name in ("bleu", "chrf", "mean_completion_tokens", "truncated_rate")]
+
+
+def prompt_reference_pairs(splits: DatasetDict, data: EvalDataSection, split: str) -> tuple[list[str], list[Any]]:
+    """The prompts and their references (a string, or a list of strings) as they are in the data.
+
+    Raises:
+        DataError: a missing column, an empty prompt or a row without a usable reference, naming the row.
+    """
+    data_lib.require_columns(splits, {"data.prompt_column": data.prompt_column, "data.reference_column": data.reference_column})
+    where = data_lib.SPLIT_KEYS.get(split, split)
+    prompts, references = splits[split][data.prompt_column], splits[split][data.reference_column]
+    for row, (prompt, reference) in enumerate(zip(prompts, references)):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(f"{where}: row {row + 1} has no prompt in '{data.prompt_column}' (got {prompt!r}); every row needs one.")
+        refs = [reference] if isinstance(reference, str) else reference
+        if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs):
+            raise DataError(
+                f"{where}: row {row + 1} has no usable reference in '{data.reference_column}' (got {reference!r}); "
+                "give a non-empty string or a list of non-empty strings."
+            )
+    return list(prompts), list(references)
+
+
+def evaluate_generation(ctx: Context) -> dict[str, Any]:
+    """Complete each prompt with the `generation:` settings and score the completions with corpus BLEU and chrF.
+
+    Writes generations.jsonl (prompt, reference, completion, completion_tokens, finish_reason per row) to
+    output_dir when there is one.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from llmtune import metrics as metrics_lib
+    from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
+    from llmtune.modeling import load_model, load_tokenizer
+    from llmtune.tasks.generate import write_atomically
+    from llmtune.tasks.predict import device
+
+    cfg, data, split = ctx.cfg, ctx.data, ctx.cfg.eval.split
+    splits = load_eval_split(data, split, ctx.seed)
+    prompts, references = prompt_reference_pairs(splits, data, split)
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
+    model = load_model(AutoModelForCausalLM, cfg.model, tokenizer).to(device()).eval()
+    generation_config = build_generation_config(model, tokenizer, cfg.generation)
+    try:
+        results = generate_texts(model, tokenizer, prompts, generation_config, cfg.eval.batch_size, cfg.stop)
+    except PromptTooLong as exc:
+        raise DataError(f"{data_lib.SPLIT_KEYS.get(split, split)}: row {exc.index + 1}: the prompt {exc.detail}") from None
+    outputs = [sequences[0] for sequences in results]
+    completions = [out["completion"] for out in outputs]
+    reference_lists = [[ref] if isinstance(ref, str) else ref for ref in references]
+    bleu = metrics_lib.load("bleu").compute(predictions=completions, references=reference_lists)
+    chrf = metrics_lib.load("chrf").compute(predictions=completions, references=reference_lists)
+    settings = {
+        "max_new_tokens": generation_config.max_new_tokens,
+        "do_sample": bool(generation_config.do_sample),  # None in transformers 5 means the default, off
+        "num_beams": generation_config.num_beams or 1,
+        **cfg.generation,
+        "stop": cfg.stop,
+        "seed": ctx.seed,
+    }
+    metrics = {
+        "eval_bleu": bleu["score"],
+        "eval_chrf": chrf["score"],
+        "eval_mean_completion_tokens": sum(out["completion_tokens"] for out in outputs) / len(outputs),
+        "eval_truncated_rate": sum(out["finish_reason"] == "length" for out in outputs) / len(outputs),
+    }
+    scored = "each completion (the text after its prompt, cut at a stop string) against all references of its prompt"
+    info = {
+        "eval_bleu": {
+            "definition": f"corpus BLEU (0-100) of {scored}",
+            "implementation": "sacrebleu.BLEU via llmtune.metrics.load('bleu'), default settings",
+            "signature": bleu["signature"],
+            "tokenize": "13a",
+            "brevity_penalty": bleu["bp"],
+            "precisions": bleu["precisions"],
+            "sys_len": bleu["sys_len"],
+            "ref_len": bleu["ref_len"],
+            "generation": settings,
+        },
+        "eval_chrf": {
+            "definition": f"corpus chrF (0-100) of {scored}",
+            "implementation": "sacrebleu.CHRF via llmtune.metrics.load('chrf'), default settings",
+            "signature": chrf["signature"],
+            "char_order": chrf["char_order"],
+            "word_order": chrf["word_order"],
+            "beta": chrf["beta"],
+            "generation": settings,
+        },
+        "eval_mean_completion_tokens": {"definition": "mean number of tokens generated per prompt (up to EOS or through a stop string)"},
+        "eval_truncated_rate": {"definition": "fraction of completions that reached max_new_tokens instead of EOS or a stop string"},
+    }
+    result = {**metrics, "num_examples": len(prompts), "generation": settings, "metrics_info": info}
+    if ctx.output_dir is None:
+        logger.info("no output_dir: the generations are not kept (set --output-dir to write generations.jsonl)")
+        return result
+    rows = [
+        {"prompt": prompt, "reference": reference, **out}
+        for prompt, reference, out in zip(prompts, references, outputs)
+    ]
+    path = ctx.output_dir / "generations.jsonl"
+    write_atomically(rows, path)
+    result["files"] = [str(path)]
+    return result
+
+
 KINDS: dict[str, Kind] = {
     "classification": Kind(classification_names, evaluate_classification),
-    "causal-lm": Kind(causal_lm_names, evaluate_causal_lm),
+    "causal-lm": Kind(lm_names, evaluate_causal_lm),
+    "masked-lm": Kind(lm_names, evaluate_masked_lm),
+    "generation": Kind(generation_names, evaluate_generation),
 }
 
 
