@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_BERT, run_cli, sentiment_rows, stdout_json, tiny_classification_config, write_config, write_tsv
+from conftest import TINY_BERT, invoke, run_cli, sentiment_rows, stdout_json, tiny_classification_config, write_config, write_tsv
 from llmtune import lm
 
 
@@ -130,7 +130,7 @@ def test_pretrained_model_finetunes_as_a_classifier(scratch: dict) -> None:
 
 
 def test_line_by_line_continued_whole_word(scratch: dict, tmp_path: Path) -> None:
-    """In-process: continue from the scratch run's model, one example per row, whole words masked."""
+    """Through the CLI (in-process): continue from the scratch run's model, one example per row, whole words masked."""
     from transformers import AutoTokenizer
 
     from llmtune.config import load_config
@@ -142,8 +142,11 @@ def test_line_by_line_continued_whole_word(scratch: dict, tmp_path: Path) -> Non
     raw.pop("tokenizer")
     raw["mlm"]["whole_word"] = True
     raw["training"].update(num_train_epochs=1, save_strategy="no")
-    cfg = load_config("pretrain-mlm", write_config(tmp_path / "c.yaml", raw))
-    metrics = pretrain_mlm.run(cfg)
+    config = write_config(tmp_path / "c.yaml", raw)
+    result = invoke("pretrain-mlm", str(config))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    metrics = json.loads(result.stdout)
+    cfg = load_config("pretrain-mlm", config)
     assert metrics["eval_scored_tokens"] > 0 and metrics["eval_perplexity"] < 78
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval_perplexity"] == metrics["eval_perplexity"]
     # Line by line: each validation row is its own example (13 of the 64 rows held out).
