@@ -105,6 +105,45 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
         raise UserError(f"training: {exc}") from exc
 
 
+def make_trainer(
+    cfg: RunConfig,
+    model: Any,
+    tokenizer: Any,
+    encoded: Any,
+    overwrite: bool,
+    training_defaults: dict[str, Any] | None = None,
+    **trainer_kwargs: Any,
+) -> Trainer:
+    """Build the Trainer of a training command over its train/validation splits.
+
+    Clears the output directory for --overwrite here, the last step before training: by then the
+    data, tokenizer and model have all loaded, so a mistake in any of them leaves the directory as it was.
+
+    Args:
+        cfg: the run config (`training:` and seed).
+        model: the model to train.
+        tokenizer: saved with the model (`processing_class`).
+        encoded: splits with `train` and `validation`.
+        overwrite: empty the output directory first.
+        training_defaults: the task's TrainingArguments defaults, under the user's `training:`.
+        trainer_kwargs: the task's collator, metrics and the like.
+    """
+    from transformers import Trainer
+
+    args, callbacks = training_arguments(cfg, **(training_defaults or {}))
+    if overwrite:
+        clear_output_dir(args.output_dir)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        **trainer_kwargs,
+    )
+
+
 def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: Any = None) -> dict[str, Any]:
     """Train (or resume), then evaluate on the validation set and, when there is one, the test set.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

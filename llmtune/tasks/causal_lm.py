@@ -76,7 +76,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     Raises:
         UserError: bad data, unreachable model, or an output directory that must not be touched.
     """
-    from transformers import AutoModelForCausalLM, Trainer, set_seed
+    from transformers import AutoModelForCausalLM, set_seed
 
     checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
     set_seed(cfg.seed)
@@ -111,19 +111,15 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         cfg.data.max_length,
     )
 
-    args, callbacks = runs.training_arguments(cfg)
-    if overwrite:
-        runs.clear_output_dir(args.output_dir)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
+    trainer = runs.make_trainer(
+        cfg,
+        model,
+        tokenizer,
+        encoded,
+        overwrite,
         data_collator=CausalLMCollator(tokenizer),
         compute_metrics=lm_metrics,
         preprocess_logits_for_metrics=causal_preprocess,
-        callbacks=callbacks,
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
     return runs.finish_run(trainer, cfg, metrics, "finetune", "text-generation")

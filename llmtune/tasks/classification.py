@@ -69,7 +69,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     Raises:
         UserError: bad data, unreachable model, or an output directory that must not be touched.
     """
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, set_seed
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
     from llmtune.metrics import SHIPPED
 
@@ -102,18 +102,14 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
-    args, callbacks = runs.training_arguments(cfg)
-    if overwrite:
-        runs.clear_output_dir(args.output_dir)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
+    trainer = runs.make_trainer(
+        cfg,
+        model,
+        tokenizer,
+        encoded,
+        overwrite,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
-        callbacks=callbacks,
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
     return runs.finish_run(trainer, cfg, metrics, "finetune", "text-classification")

@@ -70,7 +70,7 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
     Raises:
         UserError: bad data, unreachable model, or an output directory that must not be touched.
     """
-    from transformers import AutoModelForMaskedLM, Trainer, set_seed
+    from transformers import AutoModelForMaskedLM, set_seed
 
     checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
     set_seed(cfg.seed)
@@ -90,19 +90,16 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
     logger.info("%d training and %d validation examples of up to %d tokens", len(encoded["train"]), len(encoded["validation"]), block)
 
     # The datasets hold only what the collator needs; keep offset_mapping/special_tokens_mask for masking.
-    args, callbacks = runs.training_arguments(cfg, remove_unused_columns=False)
-    if overwrite:
-        runs.clear_output_dir(args.output_dir)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
+    trainer = runs.make_trainer(
+        cfg,
+        model,
+        tokenizer,
+        encoded,
+        overwrite,
+        training_defaults={"remove_unused_columns": False},
         data_collator=lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of),
         preprocess_logits_for_metrics=lm.masked_preprocess,
         compute_metrics=lm.lm_metrics,
-        callbacks=callbacks,
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
     return runs.finish_run(trainer, cfg, metrics, "pretrain-mlm", "fill-mask")
