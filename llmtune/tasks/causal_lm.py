@@ -112,11 +112,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     )
 
     trainer = runs.make_trainer(
-        cfg,
-        model,
-        tokenizer,
-        encoded,
-        overwrite,
+        cfg, model, tokenizer, encoded, overwrite,
         data_collator=CausalLMCollator(tokenizer),
         compute_metrics=lm_metrics,
         preprocess_logits_for_metrics=causal_preprocess,

@@ -103,11 +103,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         model.config.pad_token_id = tokenizer.pad_token_id
 
     trainer = runs.make_trainer(
-        cfg,
-        model,
-        tokenizer,
-        encoded,
-        overwrite,
+        cfg, model, tokenizer, encoded, overwrite,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
     )

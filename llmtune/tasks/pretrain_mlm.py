@@ -91,11 +91,7 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
 
     # The datasets hold only what the collator needs; keep offset_mapping/special_tokens_mask for masking.
     trainer = runs.make_trainer(
-        cfg,
-        model,
-        tokenizer,
-        encoded,
-        overwrite,
+        cfg, model, tokenizer, encoded, overwrite,
         training_defaults={"remove_unused_columns": False},
         data_collator=lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of),
         preprocess_logits_for_metrics=lm.masked_preprocess,
