@@ -159,7 +159,7 @@ def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: A
     return metrics
 
 
-def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
+def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """Make metrics JSON-safe (NaN/inf -> None) and round-trip numpy scalars to Python numbers."""
     out = {}
     for key, value in metrics.items():
@@ -220,7 +220,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
     """
     from llmtune.config import save_config
 
-    metrics = _clean(metrics)
+    metrics = clean_metrics(metrics)
     output_dir = Path(trainer.args.output_dir)
     trainer.save_model(str(output_dir))
     trainer.save_state()

@@ -224,3 +224,11 @@ def test_evaluate_user_errors(classifier: dict, tmp_path: Path) -> None:
     bad_label = write_tsv(tmp_path / "bad.tsv", [("a film", "negative"), ("a film", "sarcastic")])
     unknown = runner.invoke(app, ["evaluate", "--model", str(classifier["model"]), f"data.validation_file={bad_label}", "data.text_column=sentence"])
     assert unknown.exit_code == 2 and "row 2 has label 'sarcastic'" in unknown.stderr
+
+
+def test_sections_of_another_kind_are_reported_as_ignored(classifier: dict, caplog: pytest.LogCaptureFixture) -> None:
+    data = {"validation_file": str(classifier["dev"]), "text_column": "sentence", "max_length": 32}
+    with caplog.at_level("WARNING", logger="llmtune"):
+        result = _evaluate(model={"name_or_path": str(classifier["model"])}, data=data, mlm={"probability": 0.3})
+    assert result["kind"] == "classification"
+    assert "mlm: ignored, it applies to eval.kind masked-lm and this is a classification evaluation" in caplog.text

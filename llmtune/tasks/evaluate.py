@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
+from llmtune.runs import clean_metrics
 from llmtune.errors import DataError, GateFailure, UserError
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PREFIX = "eval_"
+# Config sections that only one kind of evaluation reads (a warning says so when another kind runs).
+SECTION_KINDS = {"mlm": "masked-lm", "generation": "generation", "stop": "generation"}
 PERPLEXITY_GUIDE = "https://huggingface.co/docs/transformers/perplexity"
 
 
@@ -652,6 +655,9 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
         AutoConfig, "model.name_or_path", cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
     )
     kind = detect_kind(cfg, model_config)
+    for key, used_by in SECTION_KINDS.items():
+        if key in cfg.model_fields_set and kind != used_by:
+            logger.warning("%s: ignored, it applies to eval.kind %s and this is a %s evaluation", key, used_by, kind)
     names = KINDS[kind].metric_names(model_config)
     _resolve_gates(gates or [], names, kind)
     data, seed = resolve_data(cfg)
@@ -663,9 +669,7 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
     missing = [name for name in names if name not in measured]
     if missing:
         raise RuntimeError(f"{kind} evaluation did not produce {missing}")
-    from llmtune.runs import _clean
-
-    result = {"kind": kind, "model": cfg.model.name_or_path, "split": cfg.eval.split, **_clean({k: measured[k] for k in names})}
+    result = {"kind": kind, "model": cfg.model.name_or_path, "split": cfg.eval.split, **clean_metrics({k: measured[k] for k in names})}
     result.update({k: v for k, v in measured.items() if k not in result})
     if output_dir is not None:
         result.setdefault("files", []).insert(0, str(output_dir / "metrics.json"))
