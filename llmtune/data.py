@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune.config.validate import suggest
 from llmtune.errors import DataError
+from llmtune.modeling import context_length
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -213,7 +214,7 @@ def tokenize_texts(splits: DatasetDict, tokenizer: Any, data: DataSection, keep:
 
     Padding happens per batch in the collator (dynamic padding), never to max_length here.
     """
-    max_length = min(data.max_length, getattr(tokenizer, "model_max_length", data.max_length) or data.max_length)
+    max_length = context_length(tokenizer, None, data.max_length)
 
     def _tokenize(batch: dict[str, list]) -> dict[str, Any]:
         first = [str(t) if t is not None else "" for t in batch[data.text_column]]
@@ -258,7 +259,7 @@ def tokenize_for_lm(
         Splits with input_ids/attention_mask (and special_tokens_mask for MLM) only; empty rows dropped.
     """
     column = data.text_column
-    block = min(data.max_length, getattr(tokenizer, "model_max_length", data.max_length) or data.max_length)
+    block = context_length(tokenizer, None, data.max_length)
     eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
 
     def _tokenize(batch: dict[str, list]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmtune.errors import UserError
+from llmtune.modeling import model_positions
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,6 @@ def build_generation_config(model: Any, tokenizer: Any, settings: dict[str, Any]
     return base
 
 
-def context_size(model: Any) -> int | None:
-    """How many positions the model can attend to (None when its config does not say)."""
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def _eos_ids(generation_config: Any) -> set[int]:
     eos = generation_config.eos_token_id
     return set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
@@ -118,7 +109,7 @@ def generate_texts(
 
     stop = list(stop or [])
     encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    limit = context_size(model)
+    limit = model_positions(model.config)
     new_tokens, max_length = generation_config.max_new_tokens, generation_config.max_length
     for i, ids in enumerate(encoded):
         if not ids:

@@ -79,8 +79,11 @@ def train_tokenizer(spec: TokenizerTrainSection, texts: Iterable[str], max_lengt
     return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, model_max_length=max_length, **specials)
 
 
-def load_tokenizer(model: ModelSection, tokenizer: TokenizerSection, texts: Iterable[str] | None, max_length: int) -> Any:
-    """The tokenizer a run uses: trained from scratch, named in `tokenizer:`, or the model's own."""
+def load_tokenizer(model: ModelSection, tokenizer: TokenizerSection, texts: Iterable[str] | None, max_length: int | None = None) -> Any:
+    """The tokenizer a run uses: trained from scratch, named in `tokenizer:`, or the model's own.
+
+    `texts` and `max_length` matter only when `tokenizer.train` is set (commands that do not train pass None).
+    """
     from transformers import AutoTokenizer
 
     if tokenizer.train is not None:
@@ -149,9 +152,28 @@ def architecture_kind(config: Any) -> str | None:
     return None
 
 
+def device() -> Any:
+    """Where inference runs: the accelerator when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_positions(config: Any) -> int | None:
+    """How many positions a model can attend to, from its config (None when the config does not say)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def context_length(tokenizer: Any, config: Any, requested: int | None = None) -> int:
-    """The longest input the model takes: `requested`, capped by the tokenizer's and the model's limits."""
-    limits = [requested, getattr(config, "max_position_embeddings", None)]
+    """The longest input the model takes: `requested`, capped by the tokenizer's and the model's limits.
+
+    `config` may be None (before the model is built): then only the tokenizer's limit applies.
+    """
+    limits = [requested, model_positions(config)]
     # Tokenizers without a limit report a huge sentinel (int(1e30)); only a real one counts.
     tokenizer_max = getattr(tokenizer, "model_max_length", None)
     limits.append(tokenizer_max if tokenizer_max and tokenizer_max < 1_000_000 else None)

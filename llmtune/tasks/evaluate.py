@@ -199,7 +199,8 @@ def evaluate_classification(ctx: Context) -> dict[str, Any]:
     from llmtune.modeling import load_model, load_tokenizer
     from llmtune.plots import confusion_matrix as draw_confusion_matrix
     from llmtune.tasks.classification import build_compute_metrics
-    from llmtune.tasks.predict import class_probabilities, device
+    from llmtune.modeling import device
+    from llmtune.tasks.predict import class_probabilities
 
     cfg, data = ctx.cfg, ctx.data
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
@@ -302,7 +303,7 @@ def evaluate_causal_lm(ctx: Context) -> dict[str, Any]:
 
     from llmtune.lm import lm_metrics
     from llmtune.modeling import context_length, load_model, load_tokenizer
-    from llmtune.tasks.predict import device
+    from llmtune.modeling import device
 
     cfg, data = ctx.cfg, ctx.data
     stride = cfg.eval.stride
@@ -398,7 +399,7 @@ def evaluate_masked_lm(ctx: Context) -> dict[str, Any]:
 
     from llmtune.lm import MaskingCollator, lm_metrics, masked_preprocess
     from llmtune.modeling import load_model, load_tokenizer
-    from llmtune.tasks.predict import device
+    from llmtune.modeling import device
     from llmtune.tasks.pretrain_mlm import encode
 
     cfg, split = ctx.cfg, ctx.cfg.eval.split
@@ -485,7 +486,7 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
     from llmtune.modeling import load_model, load_tokenizer
     from llmtune.tasks.generate import write_atomically
-    from llmtune.tasks.predict import device
+    from llmtune.modeling import device
 
     cfg, data, split = ctx.cfg, ctx.data, ctx.cfg.eval.split
     splits = load_eval_split(data, split, ctx.seed)

@@ -132,20 +132,15 @@ def run(
     Raises:
         UserError: bad input (naming the line), no prompts, an unreachable model, a prompt too long.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, set_seed
 
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
-    from llmtune.modeling import from_pretrained
+    from llmtune.modeling import device, load_model, load_tokenizer
 
     items = collect_prompts(cfg, prompts, input_path, input_fmt)
     set_seed(cfg.seed)
-    name = cfg.model.name_or_path
-    tok_key, tok_name = ("tokenizer.name_or_path", cfg.tokenizer.name_or_path) if cfg.tokenizer.name_or_path else ("model.name_or_path", name)
-    tokenizer = from_pretrained(AutoTokenizer, tok_key, tok_name, revision=None if cfg.tokenizer.name_or_path else cfg.model.revision)
-    model = from_pretrained(AutoModelForCausalLM, "model.name_or_path", name, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    import torch
-
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None)
+    model = load_model(AutoModelForCausalLM, cfg.model, tokenizer).to(device()).eval()
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     stream = None
     if len(items) == 1 and output is None and stdout is not None and stdout.isatty() and generation_config.num_beams == 1 and (generation_config.num_return_sequences or 1) == 1:

@@ -12,13 +12,6 @@ from llmtune.errors import UserError
 logger = logging.getLogger(__name__)
 
 
-def device() -> Any:
-    """The accelerator when there is one, else the CPU."""
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_classifier(name_or_path: str, key: str = "--model") -> tuple[Any, Any]:
     """Load a saved sequence classifier and its tokenizer, refusing models of another kind.
 
@@ -27,7 +20,7 @@ def load_classifier(name_or_path: str, key: str = "--model") -> tuple[Any, Any]:
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from llmtune.modeling import architecture_kind, from_pretrained
+    from llmtune.modeling import architecture_kind, device, from_pretrained
 
     config = from_pretrained(AutoConfig, key, name_or_path)
     kind = architecture_kind(config)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llmtune import data as data_lib
 from llmtune import lm, runs
 from llmtune.errors import UserError
-from llmtune.modeling import load_model, load_tokenizer
+from llmtune.modeling import context_length, load_model, load_tokenizer, model_positions
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -79,8 +79,8 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
     train_texts = (str(text) for text in splits["train"][cfg.data.text_column] if text is not None)
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)
     model = load_model(AutoModelForMaskedLM, cfg.model, tokenizer)
-    block = min(cfg.data.max_length, getattr(tokenizer, "model_max_length", cfg.data.max_length) or cfg.data.max_length)
-    positions = getattr(model.config, "max_position_embeddings", None)
+    block = context_length(tokenizer, None, cfg.data.max_length)
+    positions = model_positions(model.config)
     if positions is not None and positions < block:
         raise UserError(
             f"data.max_length: {block} tokens per example, but the model has {positions} positions "
