@@ -134,6 +134,16 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
     return loaded
 
 
+def load_for_inference(auto_cls: Any, model: ModelSection, tokenizer: TokenizerSection) -> tuple[Any, Any]:
+    """Load a trained model and its tokenizer for inference: on `device()`, in eval mode.
+
+    Returns:
+        (model, tokenizer).
+    """
+    loaded_tokenizer = load_tokenizer(model, tokenizer, None)
+    return load_model(auto_cls, model, loaded_tokenizer).to(device()).eval(), loaded_tokenizer
+
+
 # Architecture name endings -> the kind of model, for `llmtune evaluate` (eval.kind: auto) and `predict`.
 ARCHITECTURE_KINDS = (
     ("ForSequenceClassification", "classification"),

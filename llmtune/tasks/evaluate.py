@@ -196,15 +196,13 @@ def evaluate_classification(ctx: Context) -> dict[str, Any]:
 
     from transformers import AutoModelForSequenceClassification
 
-    from llmtune.modeling import load_model, load_tokenizer
+    from llmtune.modeling import load_for_inference
     from llmtune.plots import confusion_matrix as draw_confusion_matrix
     from llmtune.tasks.classification import build_compute_metrics
-    from llmtune.modeling import device
     from llmtune.tasks.predict import class_probabilities
 
     cfg, data = ctx.cfg, ctx.data
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
-    model = load_model(AutoModelForSequenceClassification, cfg.model, tokenizer).to(device()).eval()
+    model, tokenizer = load_for_inference(AutoModelForSequenceClassification, cfg.model, cfg.tokenizer)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     split = cfg.eval.split
     splits = load_eval_split(data, split, ctx.seed, prepare=_label_ids(model.config, data))
@@ -302,13 +300,11 @@ def evaluate_causal_lm(ctx: Context) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     from llmtune.lm import lm_metrics
-    from llmtune.modeling import context_length, load_model, load_tokenizer
-    from llmtune.modeling import device
+    from llmtune.modeling import context_length, load_for_inference
 
     cfg, data = ctx.cfg, ctx.data
     stride = cfg.eval.stride
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
-    model = load_model(AutoModelForCausalLM, cfg.model, tokenizer).to(device()).eval()
+    model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
     max_length = context_length(tokenizer, model.config, data.max_length)
     if stride is not None and stride > max_length:
         raise UserError(f"eval.stride: {stride} is longer than the window ({max_length} tokens, data.max_length): tokens would be skipped. Use a stride <= {max_length}.")
@@ -398,14 +394,12 @@ def evaluate_masked_lm(ctx: Context) -> dict[str, Any]:
     from transformers import AutoModelForMaskedLM
 
     from llmtune.lm import MaskingCollator, lm_metrics, masked_preprocess
-    from llmtune.modeling import load_model, load_tokenizer
-    from llmtune.modeling import device
+    from llmtune.modeling import load_for_inference
     from llmtune.tasks.pretrain_mlm import encode
 
     cfg, split = ctx.cfg, ctx.cfg.eval.split
     mlm, data = resolve_masking(cfg, ctx.data)
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
-    model = load_model(AutoModelForMaskedLM, cfg.model, tokenizer).to(device()).eval()
+    model, tokenizer = load_for_inference(AutoModelForMaskedLM, cfg.model, cfg.tokenizer)
     splits = load_eval_split(data, split, ctx.seed)
     data_lib.require_columns(splits, {"data.text_column": data.text_column})
     # encode() masks every split but "train" once with the seed; the key keeps eval.split=train masked too.
@@ -484,15 +478,13 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
 
     from llmtune import metrics as metrics_lib
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
-    from llmtune.modeling import load_model, load_tokenizer
+    from llmtune.modeling import load_for_inference
     from llmtune.tasks.generate import write_atomically
-    from llmtune.modeling import device
 
     cfg, data, split = ctx.cfg, ctx.data, ctx.cfg.eval.split
     splits = load_eval_split(data, split, ctx.seed)
     prompts, references = prompt_reference_pairs(splits, data, split)
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None, data.max_length)
-    model = load_model(AutoModelForCausalLM, cfg.model, tokenizer).to(device()).eval()
+    model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     try:
         results = generate_texts(model, tokenizer, prompts, generation_config, cfg.eval.batch_size, cfg.stop)

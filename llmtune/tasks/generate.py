@@ -135,12 +135,11 @@ def run(
     from transformers import AutoModelForCausalLM, set_seed
 
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
-    from llmtune.modeling import device, load_model, load_tokenizer
+    from llmtune.modeling import load_for_inference
 
     items = collect_prompts(cfg, prompts, input_path, input_fmt)
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, None)
-    model = load_model(AutoModelForCausalLM, cfg.model, tokenizer).to(device()).eval()
+    model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     stream = None
     if len(items) == 1 and output is None and stdout is not None and stdout.isatty() and generation_config.num_beams == 1 and (generation_config.num_return_sequences or 1) == 1:
