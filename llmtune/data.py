@@ -151,6 +151,18 @@ def split_validation(splits: DatasetDict, data: DataSection, seed: int, stratify
     return cap_samples(splits, data)
 
 
+def with_validation(splits: DatasetDict, data: DataSection, seed: int, stratify_by: str | None = None) -> DatasetDict:
+    """`split_validation` for a training run, which cannot go on without validation data.
+
+    Raises:
+        DataError: no validation file, Hub split or validation_split.
+    """
+    splits = split_validation(splits, data, seed, stratify_by)
+    if "validation" not in splits:
+        raise DataError("data: no validation data. Set data.validation_file or data.validation_split: 0.1 (or data.hub.validation_split).")
+    return splits
+
+
 def encode_labels(splits: DatasetDict, data: DataSection) -> tuple[DatasetDict, list[str]]:
     """Turn the label column into class ids 0..n-1 (a `ClassLabel` column named `labels`).
 

@@ -143,3 +143,13 @@ def test_hub_data_offline_is_one_clear_message() -> None:
     data = DataSection(hub={"path": "glue", "name": "sst2"})
     with pytest.raises(DataError, match=r"data.hub: cannot load 'glue' \(sst2\) from the Hugging Face Hub.*Offline"):
         load_splits(data)
+
+
+def test_training_without_validation_data_is_one_clear_message(tmp_path: Path) -> None:
+    from llmtune.data import with_validation
+
+    data = DataSection(train_file=str(write_format(tmp_path, ".csv")))
+    with pytest.raises(DataError, match=r"data: no validation data\. Set data.validation_file or data.validation_split"):
+        with_validation(load_splits(data), data, seed=0)
+    carved = with_validation(load_splits(data), data.model_copy(update={"validation_split": 0.5}), seed=0)
+    assert len(carved["validation"]) == 2

@@ -88,9 +88,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         for role, path in files.items():
             if path and Path(path).suffix.lower() == ".txt":
                 splits[role] = paragraphs(splits[role], cfg.data.text_column)
-    splits = data_lib.split_validation(splits, cfg.data, cfg.seed)
-    if "validation" not in splits:
-        raise UserError("data: no validation data. Set data.validation_file or data.validation_split: 0.1 (or data.hub.validation_split).")
+    splits = data_lib.with_validation(splits, cfg.data, cfg.seed)
 
     train_texts = (str(t) for t in splits["train"][cfg.data.text_column] if t is not None)
     tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
 from llmtune import runs
-from llmtune.errors import UserError
 from llmtune.modeling import load_model, load_tokenizer
 
 if TYPE_CHECKING:
@@ -83,9 +82,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
     data_lib.require_columns(splits, columns)
     splits, label_names = data_lib.encode_labels(splits, cfg.data)
-    splits = data_lib.split_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
-    if "validation" not in splits:
-        raise UserError("data: no validation data. Set data.validation_file or data.validation_split: 0.1 (or data.hub.validation_split).")
+    splits = data_lib.with_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
 
     text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
     train_texts = (str(text) for column in text_columns for text in splits["train"][column])

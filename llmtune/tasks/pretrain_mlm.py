@@ -29,14 +29,11 @@ def load_texts(cfg: PretrainMLMConfig) -> DatasetDict:
 
     Raises:
         DataError: missing files or text column.
-        UserError: no validation data.
+        DataError: no validation data.
     """
     splits = data_lib.load_splits(cfg.data)
     data_lib.require_columns(splits, {"data.text_column": cfg.data.text_column})
-    splits = data_lib.split_validation(splits, cfg.data, cfg.seed)
-    if "validation" not in splits:
-        raise UserError("data: no validation data. Set data.validation_file or data.validation_split: 0.05 (or data.hub.validation_split).")
-    return splits
+    return data_lib.with_validation(splits, cfg.data, cfg.seed)
 
 
 def encode(cfg: PretrainMLMConfig, splits: DatasetDict, tokenizer: Any) -> DatasetDict:
