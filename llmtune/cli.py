@@ -103,6 +103,27 @@ def _execute(work: Callable[[Any], Any]) -> None:
         raise typer.Exit(1) from None
 
 
+def _config_with_model(command: str, config: str | None, overrides: list[str] | None, model: str | None) -> tuple[str | None, list[str]]:
+    """The config file and overrides of a command whose CONFIG is optional with --model.
+
+    Without a config file, a first argument holding `=` is an override; `--model` becomes
+    `model.name_or_path` (JSON-quoted: a YAML scalar that stays a string, whatever the path looks like).
+
+    Raises:
+        UserError: neither a config file nor --model.
+    """
+    from llmtune.errors import UserError
+
+    extra = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, extra = None, [config, *extra]
+    if config is None and model is None:
+        raise UserError(f"{command} needs a CONFIG file or --model DIR (a trained model directory or Hub id).")
+    if model is not None:
+        extra.append(f"model.name_or_path={json.dumps(model)}")
+    return config, extra
+
+
 def _train_command(command: str, task_module: str, config: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
     def work(stdout: Any) -> None:
         from importlib import import_module
@@ -177,21 +198,16 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate a trained model without training; print the metrics as JSON (exit 3 if a gate fails)."""
-    overrides = list(overrides or [])
-    if config is not None and "=" in config and not Path(config).is_file():
-        config, overrides = None, [config, *overrides]
-    # JSON strings are YAML scalars that stay strings, whatever the path looks like.
-    overrides += [f"{key}={json.dumps(value)}" for key, value in (("model.name_or_path", model), ("output_dir", output_dir)) if value]
 
     def work(stdout: Any) -> None:
         from llmtune.config import load_config
-        from llmtune.errors import UserError
         from llmtune.tasks import evaluate as task
 
-        if config is None and model is None:
-            raise UserError("evaluate needs a CONFIG file or --model DIR (a directory trained by llmtune).")
+        path, extra = _config_with_model("evaluate", config, overrides, model)
+        if output_dir:
+            extra.append(f"output_dir={json.dumps(output_dir)}")
         gates = task.parse_gates(fail_under or [], fail_over or [])
-        cfg = load_config("evaluate", config, overrides)
+        cfg = load_config("evaluate", path, extra)
         result = task.run(cfg, gates=gates)
         _print_json(result, stdout)
         task.check_gates(result, gates)
@@ -237,17 +253,9 @@ def generate(
         from importlib import import_module
 
         from llmtune.config import load_config
-        from llmtune.errors import UserError
 
-        path, extra = config, list(overrides or [])
-        if path is not None and "=" in path and not Path(path).is_file():
-            path, extra = None, [config, *extra]  # no config file, only key=value overrides
-        if path is None and model is None:
-            raise UserError("pass a config file or --model DIR (a trained model directory or Hub id).")
-        base = {"model": {"name_or_path": model}} if path is None else None
-        if path is not None and model is not None:
-            extra.append(f"model.name_or_path={model}")
-        cfg = load_config("generate", path, extra, base=base)
+        path, extra = _config_with_model("generate", config, overrides, model)
+        cfg = load_config("generate", path, extra)
         summary = import_module("llmtune.tasks.generate").run(
             cfg, stdout, prompts=prompt, input_path=input_path, input_fmt=input_format, output=str(output) if output else None
         )

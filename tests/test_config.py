@@ -206,3 +206,10 @@ def test_yaml_1_2_scalars(good: Path) -> None:
     assert cfg.training["save_strategy"] == "no"
     assert cfg.training["bf16"] is False
     assert cfg.data.text_column == "on"
+
+
+@pytest.mark.parametrize("command", ["generate", "evaluate"])
+def test_commands_with_optional_config_need_a_config_or_a_model(command: str) -> None:
+    result = runner.invoke(app, [command, "generation.max_new_tokens=5"])
+    assert result.exit_code == 2
+    assert f"{command} needs a CONFIG file or --model DIR" in result.stderr
