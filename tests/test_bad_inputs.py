@@ -143,7 +143,7 @@ CASES: list[Case] = [
                 )
             ),
         ],
-        ["data.validation_file: row 2", "label 7", "not a known label"],
+        ["data.validation_file:", "dev.tsv, line 3: label 7 is not a known label"],
     ),
     # --- inference inputs -----------------------------------------------------------------------------
     Case(

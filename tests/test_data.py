@@ -72,15 +72,16 @@ def test_unknown_label_in_validation_names_file_and_row(tmp_path: Path) -> None:
     train = write_format(tmp_path, ".tsv")
     dev = write_tsv(tmp_path / "dev.tsv", [("ok", "pos"), ("hmm", "neutral")], header=("text", "label"))
     data = DataSection(train_file=str(train), validation_file=str(dev))
-    with pytest.raises(DataError, match=r"data.validation_file: row 2 has label 'neutral', which is not a known label"):
+    # The header is line 1, so the second data row is line 3.
+    with pytest.raises(DataError, match=rf"data.validation_file: {dev}, line 3: label 'neutral' is not a known label"):
         encode_labels(load_splits(data), data)
 
 
 def test_missing_label_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": null}\n')
+    path.write_text('{"text": "a", "label": 1}\n\n{"text": "b", "label": null}\n')  # a blank line: row 2 is line 3
     data = DataSection(train_file=str(path))
-    with pytest.raises(DataError, match="row 2 has no label"):
+    with pytest.raises(DataError, match=rf"data.train_file: {path}, line 3: no label in column 'label'"):
         encode_labels(load_splits(data), data)
 
 
