@@ -75,7 +75,7 @@ def decoded_lines(stream: IO[bytes] | Iterable[bytes], name: str) -> Iterator[tu
             pass  # raises DataError at the first bad line
         raise
     finally:
-        if text is not None:
+        if text is not None and not stream.closed:
             text.detach()  # leave the stream open for its owner (a wrapper closes it when collected)
 
 
