@@ -5,7 +5,7 @@ and training checks its local files with `iter_records` before `datasets` loads 
 (`llmtune.data.check_file`), so every problem names the file and the line it is on, the same way for both:
 `reviews.jsonl, line 7: invalid JSON (...)`, `data.train_file: train.tsv, line 7: ...`.
 
-Files are streamed (bytes, one line at a time), never held in memory whole.
+Files are streamed, one line at a time, never held in memory whole.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def _csv_records(lines: Iterable[tuple[int, str]], name: str, delimiter: str, co
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     # pandas skips blank lines, spaces-only ones included; a line with a delimiter is a row of empty cells.
     blank = " \r\n" if delimiter == "\t" else " \t\r\n"
+    # pandas has no cell size limit; the csv module's default (128 KiB) would refuse a long document.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     # Every line goes to the csv module (a quoted cell may hold blank lines), so its line_num is the file's line number.
     reader = csv.reader((line for _, line in lines), delimiter=delimiter, quoting=quoting)
     header = list(column_names) if column_names else None

@@ -147,13 +147,14 @@ def test_headerless_file_counts_cells_against_column_names(tmp_path: Path) -> No
 
 def test_reader_records_are_the_rows_datasets_loads(tmp_path: Path) -> None:
     """One reader: record N is row N of the loaded Dataset, with the line it starts on (BOM, CRLF, blank and
-    spaces-only lines, a quoted cell over two lines, a delimiter-only row of empty cells)."""
+    spaces-only lines, a quoted cell over two lines, a delimiter-only row of empty cells, a 200 kB cell)."""
     from llmtune.inputs import iter_records
 
     path = tmp_path / "t.csv"
-    path.write_bytes(b'\xef\xbb\xbftext,label\r\n"two\nlines",1\r\n\r\n   \nplain,0\n,\n"a, b",1\n')
+    long = b"x" * 200_000  # over the csv module's default cell limit; pandas has none
+    path.write_bytes(b'\xef\xbb\xbftext,label\r\n"two\nlines",1\r\n\r\n   \nplain,0\n,\n"a, b",1\n' + long + b",0\n")
     records = list(iter_records(path, ".csv", "t.csv"))
-    assert [r.line for r in records] == [2, 6, 7, 8]
+    assert [r.line for r in records] == [2, 6, 7, 8, 9]
     loaded = load_splits(DataSection(train_file=str(path)))["train"]
     assert [r.fields["text"] or None for r in records] == loaded["text"]
     assert [int(r.fields["label"]) if r.fields["label"] else None for r in records] == loaded["label"]
