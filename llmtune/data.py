@@ -6,6 +6,7 @@ Every problem with the user's data raises `DataError` naming the config key, the
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,16 +32,112 @@ FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 SPLIT_KEYS = {"train": "data.train_file", "validation": "data.validation_file", "test": "data.test_file"}
 
 
-def load_file(path: str | Path, key: str, column_names: list[str] | None = None) -> Dataset:
-    """Load one local data file as a `datasets.Dataset`.
+def check_file(path: str | Path, key: str, column_names: list[str] | None = None, columns: dict[str, str | None] | None = None) -> int | None:
+    """Check a local .csv/.tsv/.jsonl/.txt file line by line before `datasets` loads it.
+
+    `datasets` fails on such files with "An error occurred while generating the dataset" and no line, or
+    silently loads NaN/None (a short csv row, a JSON line without a column the others have). This streams
+    the file through `llmtune.inputs.iter_records`, the reader predict/generate use, holding one line at a time.
+
+    Args:
+        path: the file; other formats (.json, .parquet) are left to `datasets`.
+        key: the config key that named it (`data.train_file`), the start of every message.
+        column_names: the columns of a headerless csv/tsv.
+        columns: config key -> column the task reads (`data.text_column`: `sentence`); a JSON line
+            without a column that other lines have is an error. A column no line has is left to
+            `require_columns`, which lists the columns there are.
+
+    Returns:
+        The number of data rows; None for a format without lines.
+
+    Raises:
+        DataError: naming the key, the file, the line, what is wrong and the fix.
+    """
+    from llmtune.inputs import FORMATS as LINE_FORMATS
+    from llmtune.inputs import iter_records
+
+    fmt = LINE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        return None
+    name = f"{key}: {path}"
+    wanted = {k: c for k, c in (columns or {}).items() if c is not None}
+    seen: set[str] = set()
+    first_missing: dict[str, int] = {}
+    rows = 0
+    for record in iter_records(path, fmt, name, column_names=column_names):
+        rows += 1
+        if fmt != ".jsonl":
+            continue  # csv/tsv rows all have the header's columns (iter_records checks), txt rows have `text`
+        for config_key, column in wanted.items():
+            if column not in record.fields:
+                first_missing.setdefault(column, record.line)
+                continue
+            seen.add(column)
+            value = record.fields[column]
+            if config_key != "data.label_column" and value is not None and not isinstance(value, str):
+                raise DataError(
+                    f"{name}, line {record.line}: '{column}' ({config_key}) must be a string, got {json.dumps(value)[:60]}. "
+                    "Quote it, or point the key at a text column."
+                )
+    for config_key, column in wanted.items():
+        if column in seen and column in first_missing:
+            raise DataError(
+                f"{name}, line {first_missing[column]}: no field '{column}' ({config_key}), which other lines have. "
+                "Add it to that line or delete the line."
+            )
+    return rows
+
+
+def line_of(path: str | Path, row: int, column_names: list[str] | None = None) -> int | None:
+    """The line of a local file that row `row` (0-based) of its loaded `Dataset` came from; None for .json/.parquet.
+
+    Blank lines, a header and quoted multi-line cells make the two differ; errors are rare, so the file
+    is read again here rather than keeping a row -> line table for every run.
+    """
+    from llmtune.inputs import FORMATS as LINE_FORMATS
+    from llmtune.inputs import iter_records
+
+    fmt = LINE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        return None
+    for index, record in enumerate(iter_records(path, fmt, str(path), column_names=column_names)):
+        if index == row:
+            return record.line
+    return None
+
+
+def where(data: Any, role: str, row: int) -> str:
+    """Where row `row` (0-based) of a split is, for messages: `data.validation_file: dev.tsv, line 3`.
+
+    Hub data has no lines: `data.hub (glue) validation split, row 2`.
+    """
+    path = getattr(data, f"{role}_file", None) if getattr(data, "hub", None) is None else None
+    if path is None:
+        hub = getattr(data, "hub", None)
+        return f"data.hub ({hub.path}) {role} split, row {row + 1}" if hub is not None else f"{SPLIT_KEYS.get(role, role)}: row {row + 1}"
+    line = line_of(path, row, getattr(data, "column_names", None))
+    return f"{SPLIT_KEYS.get(role, role)}: {path}, " + (f"line {line}" if line is not None else f"row {row + 1}")
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of the innermost cause: `datasets` wraps the parser's message in a generic one."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_file(path: str | Path, key: str, column_names: list[str] | None = None, columns: dict[str, str | None] | None = None) -> Dataset:
+    """Load one local data file as a `datasets.Dataset`, after `check_file` has read it line by line.
 
     Args:
         path: a .csv, .tsv, .json, .jsonl, .parquet or .txt file (.txt: one example per line, column `text`).
         key: the config key that named the file, for error messages (e.g. `data.train_file`).
         column_names: names for the columns of a headerless csv/tsv file.
+        columns: config key -> column the task reads, for `check_file`.
 
     Raises:
-        DataError: the file is missing, of an unknown format, or cannot be parsed.
+        DataError: the file is missing, of an unknown format, or cannot be parsed (naming the line when it has lines).
     """
     from datasets import load_dataset
 
@@ -56,11 +153,11 @@ def load_file(path: str | Path, key: str, column_names: list[str] | None = None)
         if builder != "csv":
             raise DataError(f"data.column_names applies to headerless .csv/.tsv files, not {path.name}.")
         kwargs["column_names"] = list(column_names)
+    check_file(path, key, column_names, columns)
     try:
         return load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types; all mean "cannot parse"
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{key}: cannot read {path} as {path.suffix} data: {cause}") from exc
+        raise DataError(f"{key}: cannot read {path} as {path.suffix} data: {_cause(exc)}") from exc
 
 
 def load_hub(data: DataSection) -> DatasetDict:
@@ -88,11 +185,16 @@ def load_hub(data: DataSection) -> DatasetDict:
     return DatasetDict(out)
 
 
-def load_splits(data: DataSection) -> DatasetDict:
+def load_splits(data: DataSection, columns: dict[str, str | None] | None = None) -> DatasetDict:
     """Load the train/validation/test splits named in `data:` and cap them to max_*_samples.
 
     A validation split carved out of train (`data.validation_split`) is left to the task, which knows
     whether to stratify by label.
+
+    Args:
+        data: the data section.
+        columns: config key -> column the task reads (`data.text_column`: `text`); when given, every
+            split must have them (`require_columns`) and local files are checked for lines without them.
     """
     from datasets import DatasetDict
 
@@ -101,11 +203,13 @@ def load_splits(data: DataSection) -> DatasetDict:
     else:
         files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
         splits = DatasetDict(
-            {role: load_file(path, SPLIT_KEYS[role], data.column_names) for role, path in files.items() if path}
+            {role: load_file(path, SPLIT_KEYS[role], data.column_names, columns) for role, path in files.items() if path}
         )
     for role, ds in splits.items():
         if len(ds) == 0:
             raise DataError(f"{SPLIT_KEYS[role]}: the {role} data has no rows.")
+    if columns:
+        require_columns(splits, columns)
     return cap_samples(splits, data)
 
 
@@ -182,10 +286,10 @@ def encode_labels(splits: DatasetDict, data: DataSection) -> tuple[DatasetDict, 
     for role, vals in values.items():
         for row, value in enumerate(vals):
             if value is None or isinstance(value, float) and value != value:
-                raise DataError(f"{SPLIT_KEYS[role]}: row {row + 1} has no label in column '{column}'. Fill it in or drop the row.")
+                raise DataError(f"{where(data, role, row)}: no label in column '{column}'. Fill it in or delete the line.")
             if isinstance(value, float) and not value.is_integer():
                 raise DataError(
-                    f"{SPLIT_KEYS[role]}: row {row + 1} has label {value} in '{column}': labels must be class ids or names. "
+                    f"{where(data, role, row)}: label {value} in '{column}': labels must be class ids or names. "
                     "For regression targets llmtune has no task yet."
                 )
     train_values = values["train"]
@@ -206,7 +310,7 @@ def encode_labels(splits: DatasetDict, data: DataSection) -> tuple[DatasetDict, 
             if convert(value) not in to_id:
                 known = ", ".join(map(str, to_id))
                 raise DataError(
-                    f"{SPLIT_KEYS[role]}: row {row + 1} has label {value!r}, which is not a known label ({known}). "
+                    f"{where(data, role, row)}: label {value!r} is not a known label ({known}). "
                     + ("Set data.label_names to list every label." if data.label_names is None else "Add it to data.label_names.")
                 )
 

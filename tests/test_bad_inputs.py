@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke, sentiment_rows, tiny_classification_config, write_config, write_tsv
+from conftest import TINY_BERT, invoke, sentiment_rows, tiny_classification_config, write_config, write_tsv
 
 
 @dataclass
@@ -92,6 +92,30 @@ def raw_config(text: str, command: str = "finetune", data: bool = True) -> Calla
     return setup
 
 
+def bad_train_file(name: str, content: bytes, task: str = "classification", text_column: str = "sentence") -> Callable[[Path], list[str]]:
+    """A training run whose train file is `name` holding `content`, for finetune (classification or
+    causal-lm) or pretrain-mlm; the validation data is carved out of train, so only that file matters."""
+
+    def setup(tmp: Path) -> list[str]:
+        train = tmp / name
+        train.write_bytes(content)
+        data = {"train_file": str(train), "validation_split": 0.25, "text_column": text_column, "max_length": 32}
+        training = {"output_dir": str(tmp / "run"), "max_steps": 2, "disable_tqdm": True}
+        if task == "pretrain-mlm":
+            model, tokenizer = dict(TINY_BERT), {"type": "wordpiece", "vocab_size": 200, "min_frequency": 1}
+            config = {"model": {"from_config": model}, "tokenizer": {"train": tokenizer}, "data": data, "training": training}
+            return ["pretrain-mlm", str(write_config(tmp / "cfg.yaml", config))]
+        if task == "causal-lm":
+            model = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
+            tokenizer = {"type": "bpe", "vocab_size": 300, "min_frequency": 1}
+        else:
+            model, tokenizer = dict(TINY_BERT), {"type": "wordpiece", "vocab_size": 200, "min_frequency": 1}
+        config = {"task": task, "model": {"from_config": model}, "tokenizer": {"train": tokenizer}, "data": data, "training": training}
+        return ["finetune", str(write_config(tmp / "cfg.yaml", config))]
+
+    return setup
+
+
 VALID_HEAD = """\
 model:
   from_config: {{model_type: bert, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 64}}
@@ -143,7 +167,7 @@ CASES: list[Case] = [
                 )
             ),
         ],
-        ["data.validation_file: row 2", "label 7", "not a known label"],
+        ["data.validation_file:", "dev.tsv, line 3: label 7 is not a known label"],
     ),
     # --- inference inputs -----------------------------------------------------------------------------
     Case(
@@ -157,6 +181,107 @@ CASES: list[Case] = [
         ["generation.max_new_token (command-line override)", "Did you mean 'max_new_tokens'"],
     ),
     Case("evaluate-neither-config-nor-model", lambda tmp: ["evaluate"], ["evaluate needs a CONFIG file or --model DIR"]),
+    # --- bad training data, named by file and line (issue 8.4) -----------------------------------------
+    # Classification (finetune), TSV and CSV:
+    Case("data-empty-tsv", bad_train_file("train.tsv", b""), ["data.train_file:", "train.tsv: no data rows (it is empty"]),
+    Case("data-header-only-tsv", bad_train_file("train.tsv", b"sentence\tlabel\n"), ["data.train_file:", "train.tsv: no data rows, only the header line (sentence, label)"]),
+    Case("data-header-only-csv", bad_train_file("train.csv", b"sentence,label\r\n"), ["data.train_file:", "train.csv: no data rows, only the header line (sentence, label)"]),
+    Case(
+        "data-not-utf8-tsv",
+        bad_train_file("train.tsv", b"sentence\tlabel\ngood film\t1\na caf\xe9 film\t0\n"),
+        ["data.train_file:", "train.tsv, line 3: byte 6 of the line (0xe9) is not valid UTF-8", "Re-encode the file as UTF-8"],
+    ),
+    Case(
+        "data-tsv-row-too-many-cells",
+        bad_train_file("train.tsv", b"sentence\tlabel\ngood film\t1\nbad\tfilm\t0\nok\t1\n"),
+        ["train.tsv, line 3: more cells than header columns: 3 cells, the header has 2 columns (sentence, label)", "Remove the stray tab"],
+    ),
+    Case(
+        "data-tsv-row-too-few-cells",
+        bad_train_file("train.tsv", b"sentence\tlabel\ngood film\t1\n\nbad film 0\nok\t1\n"),
+        ["train.tsv, line 4: fewer cells than header columns: 1 cell, the header has 2 columns (sentence, label)", "Fill in the missing cells"],
+    ),
+    Case(
+        "data-csv-row-too-many-cells",
+        bad_train_file("train.csv", b'sentence,label\n"good, fine film",1\nbad, dull film,0\n'),
+        ["train.csv, line 3: more cells than header columns: 3 cells", "Quote cells that contain commas"],
+    ),
+    Case(
+        "data-csv-row-too-few-cells",
+        bad_train_file("train.csv", b"sentence,label\ngood film,1\nbad film\n"),
+        ["train.csv, line 3: fewer cells than header columns: 1 cell, the header has 2 columns"],
+    ),
+    # Classification, JSON Lines:
+    Case("data-empty-jsonl", bad_train_file("train.jsonl", b"\n\n"), ["data.train_file:", "train.jsonl: no data rows (it is empty or blank)"]),
+    Case(
+        "data-malformed-jsonl-line",
+        bad_train_file("train.jsonl", b'{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 0\n'),
+        ["data.train_file:", "train.jsonl, line 2: invalid JSON", "Each line must be one JSON object"],
+    ),
+    Case(
+        "data-jsonl-line-not-an-object",
+        bad_train_file("train.jsonl", b'{"sentence": "good", "label": 1}\n["bad", 0]\n'),
+        ["train.jsonl, line 2: expected a JSON object", "got a list"],
+    ),
+    Case(
+        "data-jsonl-text-missing-in-some-lines",
+        bad_train_file("train.jsonl", b'{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 0}\n{"sentnce": "ok", "label": 1}\n'),
+        ["train.jsonl, line 3: no field 'sentence' (data.text_column), which other lines have"],
+    ),
+    Case(
+        "data-jsonl-label-missing-in-some-lines",
+        bad_train_file("train.jsonl", b'{"sentence": "good", "label": 1}\n{"sentence": "bad"}\n{"sentence": "ok", "label": 0}\n'),
+        ["train.jsonl, line 2: no field 'label' (data.label_column), which other lines have"],
+    ),
+    Case(
+        "data-missing-label-cell-names-the-line",
+        bad_train_file("train.tsv", b"sentence\tlabel\ngood film\t1\n\nbad film\t\n"),
+        ["data.train_file:", "train.tsv, line 4: no label in column 'label'"],
+    ),
+    # Causal LM (finetune task: causal-lm):
+    Case("causal-lm-empty-txt", bad_train_file("train.txt", b"", "causal-lm", "text"), ["data.train_file:", "train.txt: no data rows (it is empty)"]),
+    Case(
+        "causal-lm-not-utf8-txt",
+        bad_train_file("train.txt", b"To be, or not to be\n\nthat is the question\nwhether \xff tis nobler\n", "causal-lm", "text"),
+        ["train.txt, line 4: byte 9 of the line (0xff) is not valid UTF-8", "Re-encode the file as UTF-8"],
+    ),
+    Case(
+        "causal-lm-malformed-jsonl-line",
+        bad_train_file("train.jsonl", b'{"text": "to be"}\n{"text": "or not\n', "causal-lm", "text"),
+        ["train.jsonl, line 2: invalid JSON"],
+    ),
+    Case(
+        "causal-lm-jsonl-text-missing-in-some-lines",
+        bad_train_file("train.jsonl", b'{"text": "to be"}\n{"title": "Hamlet"}\n', "causal-lm", "text"),
+        ["train.jsonl, line 2: no field 'text' (data.text_column), which other lines have"],
+    ),
+    Case(
+        "causal-lm-csv-row-too-few-cells",
+        bad_train_file("train.csv", b"title,text\nHamlet,to be\nor not to be\n", "causal-lm", "text"),
+        ["train.csv, line 3: fewer cells than header columns: 1 cell, the header has 2 columns (title, text)"],
+    ),
+    # pretrain-mlm:
+    Case("mlm-header-only-tsv", bad_train_file("train.tsv", b"text\tsource\n", "pretrain-mlm", "text"), ["train.tsv: no data rows, only the header line (text, source)"]),
+    Case(
+        "mlm-not-utf8-jsonl",
+        bad_train_file("train.jsonl", b'{"text": "fine"}\n{"text": "na\xefve"}\n', "pretrain-mlm", "text"),
+        ["train.jsonl, line 2: byte 13 of the line (0xef) is not valid UTF-8", "Re-encode the file as UTF-8"],
+    ),
+    Case(
+        "mlm-jsonl-line-not-an-object",
+        bad_train_file("train.jsonl", b'{"text": "fine"}\n"just a string"\n', "pretrain-mlm", "text"),
+        ["train.jsonl, line 2: expected a JSON object", "got a str"],
+    ),
+    Case(
+        "mlm-tsv-row-too-many-cells",
+        bad_train_file("train.tsv", b"text\tsource\na line\twiki\nanother\tline\twiki\n", "pretrain-mlm", "text"),
+        ["train.tsv, line 3: more cells than header columns: 3 cells, the header has 2 columns (text, source)"],
+    ),
+    Case(
+        "mlm-jsonl-text-not-a-string",
+        bad_train_file("train.jsonl", b'{"text": "fine"}\n{"text": ["a", "list"]}\n', "pretrain-mlm", "text"),
+        ["train.jsonl, line 2: 'text' (data.text_column) must be a string", "got [\"a\", \"list\"]"],
+    ),
 ]
 
 

@@ -72,15 +72,16 @@ def test_unknown_label_in_validation_names_file_and_row(tmp_path: Path) -> None:
     train = write_format(tmp_path, ".tsv")
     dev = write_tsv(tmp_path / "dev.tsv", [("ok", "pos"), ("hmm", "neutral")], header=("text", "label"))
     data = DataSection(train_file=str(train), validation_file=str(dev))
-    with pytest.raises(DataError, match=r"data.validation_file: row 2 has label 'neutral', which is not a known label"):
+    # The header is line 1, so the second data row is line 3.
+    with pytest.raises(DataError, match=rf"data.validation_file: {dev}, line 3: label 'neutral' is not a known label"):
         encode_labels(load_splits(data), data)
 
 
 def test_missing_label_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": null}\n')
+    path.write_text('{"text": "a", "label": 1}\n\n{"text": "b", "label": null}\n')  # a blank line: row 2 is line 3
     data = DataSection(train_file=str(path))
-    with pytest.raises(DataError, match="row 2 has no label"):
+    with pytest.raises(DataError, match=rf"data.train_file: {path}, line 3: no label in column 'label'"):
         encode_labels(load_splits(data), data)
 
 
@@ -98,11 +99,123 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
         load_splits(DataSection(train_file=str(tmp_path / "x.xlsx")))
 
 
-def test_unparseable_file(tmp_path: Path) -> None:
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"text": "a"}\n{not json\n')
-    with pytest.raises(DataError, match="data.train_file: cannot read"):
+def test_unparseable_json_array_names_the_cause_not_datasets_wrapper(tmp_path: Path) -> None:
+    """.json/.parquet have no lines to check: the message is the parser's, not "An error occurred while generating"."""
+    path = tmp_path / "bad.json"
+    path.write_text('[{"text": "a"}, {"text": ]')
+    with pytest.raises(DataError, match=r"data.train_file: cannot read .*bad.json as .json data: Expected object or value") as caught:
         load_splits(DataSection(train_file=str(path)))
+    assert "An error occurred" not in str(caught.value)
+
+
+# --- the line reader (llmtune.inputs) as training's pre-check ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.tsv", b"", "empty.tsv: no data rows (it is empty or blank)"),
+        ("empty.txt", b"", "empty.txt: no data rows (it is empty)"),
+        ("blank.jsonl", b"\n  \n", "blank.jsonl: no data rows (it is empty or blank)"),
+        ("head.tsv", b"text\tlabel\n\n", "head.tsv: no data rows, only the header line (text, label)"),
+        ("head.csv", b"\xef\xbb\xbftext,label\r\n", "head.csv: no data rows, only the header line (text, label)"),  # BOM dropped
+        ("latin.tsv", b"text\tlabel\nok\t1\ncr\xe8me\t0\n", "latin.tsv, line 3: byte 3 of the line (0xe8) is not valid UTF-8. Re-encode the file as UTF-8"),
+        ("long.tsv", b"text\tlabel\n\ta\tb\t1\n", "long.tsv, line 2: more cells than header columns: 4 cells, the header has 2 columns (text, label)"),
+        ("short.tsv", b"text\tlabel\nok\t1\nno tab here\n", "short.tsv, line 3: fewer cells than header columns: 1 cell"),
+        ("long.csv", b'text,label\n"a, b",1\na, b,1\n', "long.csv, line 3: more cells than header columns: 3 cells"),
+        ("bad.jsonl", b'{"text": "a"}\n\n{"text": "b",}\n', "bad.jsonl, line 3: invalid JSON (Expecting property name enclosed in double quotes at column 14)"),
+        ("list.jsonl", b'{"text": "a"}\n[1, 2]\n', "list.jsonl, line 2: expected a JSON object"),
+        ("some.jsonl", b'{"text": "a", "label": 1}\n{"label": 0}\n', "some.jsonl, line 2: no field 'text' (data.text_column), which other lines have"),
+        ("type.jsonl", b'{"text": "a", "label": 1}\n{"text": 7, "label": 0}\n', "type.jsonl, line 2: 'text' (data.text_column) must be a string, got 7"),
+    ],
+)
+def test_bad_training_file_names_key_file_line_and_fix(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as caught:
+        load_splits(DataSection(train_file=str(path)), {"data.text_column": "text", "data.label_column": "label"})
+    assert str(caught.value).startswith(f"data.train_file: {path}")
+    assert message in str(caught.value)
+
+
+def test_headerless_file_counts_cells_against_column_names(tmp_path: Path) -> None:
+    path = write_tsv(tmp_path / "nohead.tsv", [("fine", 1), ("dull", 0)], header=None)
+    path.write_text(path.read_text() + "no label\n")
+    with pytest.raises(DataError, match=r"nohead.tsv, line 3: fewer cells than header columns: 1 cell, data.column_names has 2 columns \(text, label\)"):
+        load_splits(DataSection(train_file=str(path), column_names=["text", "label"]))
+
+
+def test_reader_records_are_the_rows_datasets_loads(tmp_path: Path) -> None:
+    """One reader: record N is row N of the loaded Dataset, with the line it starts on (BOM, CRLF, blank and
+    spaces-only lines, a quoted cell over two lines, a delimiter-only row of empty cells, a 200 kB cell)."""
+    from llmtune.inputs import iter_records
+
+    path = tmp_path / "t.csv"
+    long = b"x" * 200_000  # over the csv module's default cell limit; pandas has none
+    path.write_bytes(b'\xef\xbb\xbftext,label\r\n"two\nlines",1\r\n\r\n   \nplain,0\n,\n"a, b",1\n' + long + b",0\n")
+    records = list(iter_records(path, ".csv", "t.csv"))
+    assert [r.line for r in records] == [2, 6, 7, 8, 9]
+    loaded = load_splits(DataSection(train_file=str(path)))["train"]
+    assert [r.fields["text"] or None for r in records] == loaded["text"]
+    assert [int(r.fields["label"]) if r.fields["label"] else None for r in records] == loaded["label"]
+
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"text": "a"}\n\n  \n{"text": "b"}\n')
+    assert [(r.line, r.fields["text"]) for r in iter_records(jsonl, ".jsonl", "t.jsonl")] == [(1, "a"), (4, "b")]
+    assert load_splits(DataSection(train_file=str(jsonl)))["train"]["text"] == ["a", "b"]
+
+    txt = tmp_path / "t.txt"
+    txt.write_text("a\n\nb\r\n")  # blank lines are rows of a text file
+    assert [(r.line, r.fields["text"]) for r in iter_records(txt, ".txt", "t.txt")] == [(1, "a"), (2, ""), (3, "b")]
+    assert load_splits(DataSection(train_file=str(txt)))["train"]["text"] == ["a", "", "b"]
+
+
+def test_label_errors_name_the_line_after_blank_lines_and_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "t.tsv"
+    path.write_text("text\tlabel\nfine\t1\n\ndull\t0\nmeh\t\n")  # data row 3 is line 5
+    data = DataSection(train_file=str(path))
+    with pytest.raises(DataError, match=rf"data.train_file: {path}, line 5: no label in column 'label'"):
+        encode_labels(load_splits(data), data)
+
+
+def test_non_utf8_far_into_a_file_names_its_line(tmp_path: Path) -> None:
+    """Files are decoded in large chunks; a bad byte past the first chunk still gets its own line number."""
+    path = tmp_path / "big.txt"
+    lines = [f"line number {i} of a long file".encode() for i in range(1, 5001)]
+    lines[4320] = b"caf\xe9 " + lines[4320]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataError, match=r"big.txt, line 4321: byte 4 of the line \(0xe9\) is not valid UTF-8"):
+        load_splits(DataSection(train_file=str(path)))
+
+
+def test_reader_streams_and_leaves_no_file_open(tmp_path: Path) -> None:
+    """The pre-check holds one line at a time: the first record arrives before the rest is read (the bad
+    last line is not reached yet), and a failed check has closed the file even while its traceback lives."""
+    import os
+
+    from llmtune.data import check_file
+    from llmtune.inputs import iter_records
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a"}\n' * 1000 + "oops\n")
+    records = iter_records(path, ".jsonl", "t.jsonl")
+    assert next(records).line == 1
+    records.close()
+    with pytest.raises(DataError, match="line 1001: invalid JSON") as caught:
+        check_file(path, "data.train_file")
+    open_files = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert str(path) not in open_files, caught.traceback
+
+
+def test_stdin_is_read_by_the_same_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from llmtune.inputs import read_records
+
+    stdin = io.TextIOWrapper(io.BytesIO(b'{"text": "ok"}\n{"text": "caf\xe9"}\n'), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    with pytest.raises(DataError, match=r"stdin, line 2: byte 14 of the line \(0xe9\) is not valid UTF-8"):
+        read_records("-")
 
 
 def test_validation_split_is_seeded_and_stratified(tmp_path: Path) -> None:

@@ -137,3 +137,21 @@ def test_evaluate_config_with_mlm_or_generation_keys_is_an_evaluate_config(tmp_p
     assert infer_command({"model": {}, "eval": {}, "mlm": {}}) == "evaluate"
     with pytest.raises(ConfigError, match="num_return_sequences"):
         load_config("evaluate", None, base={"model": {"name_or_path": "m"}, "generation": {"num_return_sequences": 2, "do_sample": True}})
+
+
+def test_generation_rows_without_a_reference_name_the_file_line(tmp_path: Path) -> None:
+    """A file's row is named by its line; a split carved out of train (shuffled) keeps its row number."""
+    from llmtune.config.schema import EvalDataSection
+    from llmtune.data import load_splits
+    from llmtune.errors import DataError
+
+    path = tmp_path / "dev.jsonl"
+    path.write_text('{"prompt": "a", "reference": "b"}\n\n{"prompt": "c", "reference": ""}\n', encoding="utf-8")
+    data = EvalDataSection(validation_file=str(path))
+    with pytest.raises(DataError, match=rf"data.validation_file: {path}, line 3: no usable reference in 'reference'"):
+        evaluate_task.prompt_reference_pairs(load_splits(data), data, "validation")
+    carved = EvalDataSection(train_file=str(path), validation_split=0.5)
+    splits = load_splits(carved)
+    splits["validation"] = splits["train"]
+    with pytest.raises(DataError, match=r"data.validation_file: row 2: no usable reference"):
+        evaluate_task.prompt_reference_pairs(splits, carved, "validation")

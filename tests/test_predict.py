@@ -95,7 +95,7 @@ def test_read_records_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ("number.jsonl", '{"text": 5}\n', {}, "line 1: field 'text' must be a string"),
         ("cols.csv", "id,body\n1,hello\n", {}, "cols.csv, line 2: no field 'text'"),
         ("cells.csv", "id,text\n1,hello,extra\n", {}, "line 2: more cells than header columns"),
-        ("empty.jsonl", "\n\n", {}, "empty.jsonl: no input records"),
+        ("empty.jsonl", "\n\n", {}, "empty.jsonl: no data rows (it is empty or blank)"),
         ("pair.txt", "a\n", {"pair_field": "second"}, "sentence pairs need .jsonl, .csv or .tsv"),
         ("data.parquet", "", {}, "unsupported file type '.parquet'"),
     ],

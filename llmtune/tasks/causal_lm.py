@@ -81,8 +81,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
     set_seed(cfg.seed)
 
-    splits = data_lib.load_splits(cfg.data)
-    data_lib.require_columns(splits, {"data.text_column": cfg.data.text_column})
+    splits = data_lib.load_splits(cfg.data, {"data.text_column": cfg.data.text_column})
     if cfg.data.packing:
         files = {"train": cfg.data.train_file, "validation": cfg.data.validation_file, "test": cfg.data.test_file}
         for role, path in files.items():

@@ -78,9 +78,8 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         logger.warning("metrics %s are not shipped with llmtune; loading them from the Hub", unknown)
     set_seed(cfg.seed)
 
-    splits = data_lib.load_splits(cfg.data)
     columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
-    data_lib.require_columns(splits, columns)
+    splits = data_lib.load_splits(cfg.data, columns)
     splits, label_names = data_lib.encode_labels(splits, cfg.data)
     splits = data_lib.with_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
 

@@ -143,8 +143,8 @@ def _label_ids(model_config: Any, data: EvalDataSection) -> Callable[[DatasetDic
         if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and 0 <= value < len(names):
             return int(value)
         raise DataError(
-            f"{data_lib.SPLIT_KEYS.get(role, role)}: row {row + 1} has label {value!r} in '{data.label_column}', which the model "
-            f"does not know (its labels: {', '.join(names)})."
+            f"{data_lib.where(data, role, row)}: label {value!r} in '{data.label_column}' is not one the model "
+            f"knows (its labels: {', '.join(names)})."
         )
 
     def prepare(splits: DatasetDict) -> DatasetDict:
@@ -454,15 +454,19 @@ def prompt_reference_pairs(splits: DatasetDict, data: EvalDataSection, split: st
         DataError: a missing column, an empty prompt or a row without a usable reference, naming the row.
     """
     data_lib.require_columns(splits, {"data.prompt_column": data.prompt_column, "data.reference_column": data.reference_column})
-    where = data_lib.SPLIT_KEYS.get(split, split)
+    def where(row: int) -> str:
+        # A split carved out of train is shuffled: its rows are not the file's lines.
+        carved = data.validation_split is not None and split in ("train", "validation")
+        return f"{data_lib.SPLIT_KEYS.get(split, split)}: row {row + 1}" if carved else data_lib.where(data, split, row)
+
     prompts, references = splits[split][data.prompt_column], splits[split][data.reference_column]
     for row, (prompt, reference) in enumerate(zip(prompts, references)):
         if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(f"{where}: row {row + 1} has no prompt in '{data.prompt_column}' (got {prompt!r}); every row needs one.")
+            raise DataError(f"{where(row)}: no prompt in '{data.prompt_column}' (got {prompt!r}); every row needs one.")
         refs = [reference] if isinstance(reference, str) else reference
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs):
             raise DataError(
-                f"{where}: row {row + 1} has no usable reference in '{data.reference_column}' (got {reference!r}); "
+                f"{where(row)}: no usable reference in '{data.reference_column}' (got {reference!r}); "
                 "give a non-empty string or a list of non-empty strings."
             )
     return list(prompts), list(references)

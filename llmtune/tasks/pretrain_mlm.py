@@ -31,8 +31,7 @@ def load_texts(cfg: PretrainMLMConfig) -> DatasetDict:
         DataError: missing files or text column.
         DataError: no validation data.
     """
-    splits = data_lib.load_splits(cfg.data)
-    data_lib.require_columns(splits, {"data.text_column": cfg.data.text_column})
+    splits = data_lib.load_splits(cfg.data, {"data.text_column": cfg.data.text_column})
     return data_lib.with_validation(splits, cfg.data, cfg.seed)
 
 
