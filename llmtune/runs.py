@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
+from llmtune.modeling import launched_on_cpus
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 # llmtune's defaults under the user's `training:` (which always wins). report_to "none": no
 # experiment tracker is contacted unless asked for, so offline and CI runs never hang on one.
 TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none"}
-
 
 def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> str | None:
     """Decide what to do with an existing output directory, before any work is done.
@@ -87,6 +87,9 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
     user = dict(cfg.training)
     extras = {k: user.pop(k) for k in list(user) if k in TRAINING_EXTRAS}
     kwargs = {**TRAINING_DEFAULTS, **defaults, "seed": cfg.seed, **user}
+    if "use_cpu" not in user and launched_on_cpus():
+        # torchrun / accelerate launch on a machine without GPUs: real DDP over gloo, not N independent runs.
+        kwargs["use_cpu"] = True
     callbacks = []
     if extras.get("early_stopping_patience") is not None:
         # EarlyStoppingCallback needs the best model tracked, so evaluation and saving must line up.
