@@ -193,6 +193,19 @@ def launched_on_cpus() -> bool:
     return accelerator is None or accelerator.type == "mps"
 
 
+def lone_accelerate_cpu_process() -> bool:
+    """Whether this is the one process `accelerate launch --cpu --num_processes N` (N > 1) started.
+
+    accelerate 1.x starts CPU jobs with its simple launcher, which runs the script once (several processes
+    only through mpirun and `--mpirun_hostfile`); it still sets ACCELERATE_USE_CPU and, for N > 1, MASTER_ADDR.
+    """
+    import os
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    alone = max(int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES) <= 1
+    return cpu and alone and "MASTER_ADDR" in os.environ
+
+
 def model_positions(config: Any) -> int | None:
     """How many positions a model can attend to, from its config (None when the config does not say)."""
     for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):

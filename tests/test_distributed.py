@@ -118,12 +118,17 @@ def test_torchrun_finetune_is_one_ddp_job_with_global_metrics(assets: dict) -> N
     ddp = one_json_line(proc)
     assert_written_once(tmp / "cls-ddp", ddp, steps=96 // (2 * 8))
 
-    # One process, the same global batch (16): DDP averages the two halves' gradients, so the same
-    # updates, the same mean training loss (not doubled: 0.69 for two labels) and the same model.
+    # One process, the same global batch (16). It is the issue's `accelerate launch --num_processes 2 --cpu`:
+    # accelerate starts ONE process for --cpu (only mpirun gives more), and llmtune says so on stderr.
     write_config(tmp / "cls1.yaml", classification(assets, tmp / "cls-one", batch=16))
-    single = invoke("finetune", str(tmp / "cls1.yaml"))
-    assert single.exit_code == 0, single.stderr[-2000:]
-    one = json.loads(single.stdout)
+    single = launch(sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", args=["finetune", str(tmp / "cls1.yaml")], tmp=tmp)
+    one = one_json_line(single)
+    assert "accelerate launch --cpu runs ONE process" in single.stderr and "--multi_gpu --num_processes N" in single.stderr
+    assert_written_once(tmp / "cls-one", one, steps=96 // 16)
+    assert "runs ONE process" not in proc.stderr
+    # DDP averages the two halves' gradients: the same updates, the same mean training loss (not doubled:
+    # about 0.69 for two labels) and the same model as one process.
     assert 0.3 < ddp["train_loss"] < 1.0
     assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
     for key in ("eval_loss", "eval_accuracy", "eval_f1"):
