@@ -172,3 +172,42 @@ def test_accelerate_launch_pretrain_mlm_reports_the_saved_models_perplexity(asse
     assert ddp["eval_token_accuracy"] == pytest.approx(again["eval_token_accuracy"], rel=1e-6)
     # One evaluation step: eval_loss is the global token mean (not twice it), i.e. log(perplexity).
     assert ddp["eval_loss"] == pytest.approx(again["eval_nll_per_token"], rel=1e-5)
+
+
+ACCELERATE_CONFIGS = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "deepspeed.yaml": "DEEPSPEED"}
+
+
+@pytest.mark.parametrize("name", sorted(ACCELERATE_CONFIGS))
+def test_shipped_accelerate_config_loads_with_accelerates_own_classes(name: str) -> None:
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+    from accelerate.utils import DistributedType, PrecisionType
+    from accelerate.utils.constants import FSDP2_STATE_DICT_TYPE, FSDP_AUTO_WRAP_POLICY
+
+    assert sorted(p.name for p in (REPO / "configs" / "accelerate").glob("*.yaml")) == sorted(ACCELERATE_CONFIGS)
+    path = REPO / "configs" / "accelerate" / name
+    config = load_config_from_file(str(path))  # unknown top-level keys raise here
+    assert isinstance(config, ClusterConfig)
+    assert config.distributed_type == DistributedType[ACCELERATE_CONFIGS[name]]
+    assert config.num_processes >= 2 and config.num_machines == 1 and config.machine_rank == 0 and not config.use_cpu
+    assert config.mixed_precision in PrecisionType.list()
+    text = path.read_text(encoding="utf-8")
+    assert f"accelerate launch --config_file configs/accelerate/{name} -m llmtune" in text  # says how to use it
+
+    # `accelerate launch` copies fsdp_config/deepspeed_config keys onto its own options and silently drops
+    # the rest, so a misspelt key would do nothing: every key must be one of the launcher's options.
+    options = vars(launch_command_parser().parse_args(["script.py"]))
+    if name == "fsdp.yaml":
+        fsdp = config.fsdp_config
+        assert fsdp["fsdp_version"] == 2 and set(fsdp) <= set(options), set(fsdp) - set(options)
+        assert fsdp["fsdp_auto_wrap_policy"] in FSDP_AUTO_WRAP_POLICY
+        assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT" in FSDP2_STATE_DICT_TYPE  # the final save is a normal model dir
+    else:
+        assert not config.fsdp_config
+    if name == "deepspeed.yaml":
+        deepspeed = config.deepspeed_config
+        assert set(deepspeed) <= set(options), set(deepspeed) - set(options)
+        assert deepspeed["zero_stage"] in (0, 1, 2, 3)
+        assert {deepspeed["offload_optimizer_device"], deepspeed["offload_param_device"]} <= {"none", "cpu", "nvme"}
+    else:
+        assert not config.deepspeed_config
