@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 # experiment tracker is contacted unless asked for, so offline and CI runs never hang on one.
 TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none"}
 
+
 def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> str | None:
     """Decide what to do with an existing output directory, before any work is done.
 
