@@ -131,7 +131,14 @@ def _train_command(command: str, task_module: str, config: Path, overrides: list
         from llmtune.config import load_config
 
         cfg = load_config(command, config, overrides)
-        _print_json(import_module(task_module).run(cfg, overwrite=overwrite, resume=resume), stdout)
+        result = import_module(task_module).run(cfg, overwrite=overwrite, resume=resume)
+        # Under torchrun / accelerate launch every process runs this; the metrics are global (gathered
+        # by Trainer), so one JSON object from the main process says it all. The state is accelerate's
+        # PartialState, which TrainingArguments set up during the run (torch is loaded by now).
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            _print_json(result, stdout)
 
     _execute(work)
 

@@ -64,6 +64,20 @@ def lm_metrics(eval_pred: Any) -> dict[str, float]:
     }
 
 
+def masked_lm_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Trainer's `compute_loss_func` for masked LMs: transformers' ForMaskedLMLoss, summed NLL / scored tokens.
+
+    BERT's own loss is a per-batch mean that ignores `num_items_in_batch`; Trainer counts the scored tokens of
+    the whole global batch (every process, every accumulation step) and passes them here, so the loss and its
+    gradient are the token mean over the global batch, the same with 1 process or N, with or without
+    gradient accumulation.
+    """
+    from transformers.loss.loss_utils import ForMaskedLMLoss
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    return ForMaskedLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch, ignore_index=IGNORE_INDEX)
+
+
 class MaskingCollator:
     """One collator for masked-LM training and evaluation: Trainer takes a single `data_collator`.
 

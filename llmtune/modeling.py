@@ -169,6 +169,43 @@ def device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# The environment variables launchers set to the number of processes (torchrun, `accelerate launch`, mpirun),
+# the ones accelerate's PartialState reads to decide on multi-CPU training.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_on_cpus() -> bool:
+    """Whether several processes were launched (torchrun, accelerate launch, mpirun) on a machine with no GPU.
+
+    There, accelerate's PartialState with `cpu=False` finds no device backend (CUDA, XPU, NPU, ...) and says
+    DistributedType.NO, so Trainer neither wraps the model in DDP nor shards the data: every process trains
+    its own copy into the same directory. With `cpu=True` it runs multi-CPU DDP over gloo; Trainer passes
+    `cpu=True` when `training.use_cpu` is set (or ACCELERATE_USE_CPU, which `accelerate launch --cpu` sets).
+    """
+    import os
+
+    import torch
+
+    if max(int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES) <= 1:
+        return False
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    # MPS has no multi-process backend in accelerate either: such a launch trains on the CPUs.
+    return accelerator is None or accelerator.type == "mps"
+
+
+def lone_accelerate_cpu_process() -> bool:
+    """Whether this is the one process `accelerate launch --cpu --num_processes N` (N > 1) started.
+
+    accelerate 1.x starts CPU jobs with its simple launcher, which runs the script once (several processes
+    only through mpirun and `--mpirun_hostfile`); it still sets ACCELERATE_USE_CPU and, for N > 1, MASTER_ADDR.
+    """
+    import os
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    alone = max(int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES) <= 1
+    return cpu and alone and "MASTER_ADDR" in os.environ
+
+
 def model_positions(config: Any) -> int | None:
     """How many positions a model can attend to, from its config (None when the config does not say)."""
     for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):

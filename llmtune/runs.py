@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
+from llmtune.modeling import launched_on_cpus, lone_accelerate_cpu_process
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
@@ -87,6 +88,15 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
     user = dict(cfg.training)
     extras = {k: user.pop(k) for k in list(user) if k in TRAINING_EXTRAS}
     kwargs = {**TRAINING_DEFAULTS, **defaults, "seed": cfg.seed, **user}
+    if "use_cpu" not in user and launched_on_cpus():
+        # torchrun / accelerate launch on a machine without GPUs: real DDP over gloo, not N independent runs.
+        kwargs["use_cpu"] = True
+    elif lone_accelerate_cpu_process():
+        logger.warning(
+            "accelerate launch --cpu runs ONE process whatever --num_processes says (accelerate starts several CPU "
+            "processes only through mpirun). For DDP on CPUs use `accelerate launch --multi_gpu --num_processes N -m "
+            "llmtune ...` or `torchrun --nproc_per_node N -m llmtune ...`; see README, Multi-GPU and multi-node."
+        )
     callbacks = []
     if extras.get("early_stopping_patience") is not None:
         # EarlyStoppingCallback needs the best model tracked, so evaluation and saving must line up.

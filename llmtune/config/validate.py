@@ -91,6 +91,8 @@ def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, 
     """
     from transformers import TrainingArguments
 
+    from llmtune.modeling import launched_on_cpus
+
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     hints = _type_hints(TrainingArguments)
     hints.update(TRAINING_EXTRAS)
@@ -115,8 +117,11 @@ def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, 
         problems.append(f"{raw.where(('training',))}: training.output_dir is required: where the model and metrics are saved.")
     if problems:
         return coerced, problems
+    checked = {k: v for k, v in coerced.items() if k not in TRAINING_EXTRAS}
+    if "use_cpu" not in checked and launched_on_cpus():
+        checked["use_cpu"] = True  # as llmtune.runs.training_arguments does: DDP on a machine without GPUs
     try:
-        TrainingArguments(**{k: v for k, v in coerced.items() if k not in TRAINING_EXTRAS})
+        TrainingArguments(**checked)
     except (ValueError, TypeError) as exc:
         problems.append(f"training: transformers.TrainingArguments rejects these settings: {exc}")
     return coerced, problems

@@ -97,6 +97,11 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     )
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    # A sequence classifier's loss is the batch mean (transformers' ForSequenceClassificationLoss ignores
+    # num_items_in_batch), yet its forward takes **kwargs, so Trainer would treat it as a sum normalised over
+    # the global batch: multiply it by the number of processes (a doubled loss and gradient under 2-process
+    # DDP) and skip the division by gradient_accumulation_steps. Trainer reads this attribute to know better.
+    model.accepts_loss_kwargs = False
 
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, overwrite,

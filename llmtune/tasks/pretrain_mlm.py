@@ -92,6 +92,7 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
         data_collator=lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of),
         preprocess_logits_for_metrics=lm.masked_preprocess,
         compute_metrics=lm.lm_metrics,
+        compute_loss_func=lm.masked_lm_loss,
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
     return runs.finish_run(trainer, cfg, metrics, "pretrain-mlm", "fill-mask")
