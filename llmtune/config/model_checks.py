@@ -90,7 +90,7 @@ def _model_config(model: Any, raw: RawConfig) -> tuple[Any, list[str]]:
         return AutoConfig.from_pretrained(name, revision=model.revision, trust_remote_code=model.trust_remote_code), []
     except (OSError, ValueError) as exc:
         if Path(name).expanduser().exists():
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
             return None, [
                 f"{raw.where(('model', 'name_or_path'))}: cannot read the config.json of '{name}': {detail}. "
                 "Point it at a Hugging Face model directory (config.json, weights, tokenizer files)."
@@ -173,7 +173,7 @@ def _tokenizer_size(cfg: Any, raw: RawConfig) -> tuple[int | None, tuple[str, ..
         return len(AutoTokenizer.from_pretrained(tokenizer.name_or_path)), ("tokenizer", "name_or_path")
     except (OSError, ValueError) as exc:
         if Path(tokenizer.name_or_path).expanduser().exists():
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
             raise _TokenizerUnreadable(f"{raw.where(('tokenizer', 'name_or_path'))}: cannot load '{tokenizer.name_or_path}': {detail}.") from exc
         logger.warning("tokenizer.name_or_path: '%s' could not be loaded (offline?); its size was not checked against the model.", tokenizer.name_or_path)
         return None, None
