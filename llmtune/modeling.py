@@ -100,11 +100,18 @@ def load_tokenizer(model: ModelSection, tokenizer: TokenizerSection, texts: Iter
 def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwargs: Any) -> Any:
     """Load `model.name_or_path` or build `model.from_config`, sized to the tokenizer.
 
+    A pretrained model's embeddings are resized to a larger tokenizer only when `model.resize_embeddings`
+    asks for it (inference configs refuse that key).
+
     Args:
         auto_cls: e.g. `AutoModelForSequenceClassification`.
         model: the `model:` section.
         tokenizer: the run's tokenizer (its vocabulary size and special ids go into a new model's config).
         config_kwargs: task settings for the config, e.g. num_labels, id2label, label2id.
+
+    Raises:
+        UserError: the model cannot be loaded or built, or the tokenizer has more tokens than the embeddings
+            have rows (and resizing was not asked for).
     """
     from transformers import AutoConfig
 
@@ -116,6 +123,11 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
         fields = dict(model.from_config)
         model_type = fields.pop("model_type")
         fields.setdefault("vocab_size", len(tokenizer))
+        if fields["vocab_size"] < len(tokenizer):
+            raise UserError(
+                f"model.from_config.vocab_size: {fields['vocab_size']} embedding rows, but the tokenizer has {len(tokenizer)} "
+                "tokens. Remove model.from_config.vocab_size (it then follows the tokenizer) or raise it."
+            )
         try:
             config = AutoConfig.for_model(model_type, **{**special_ids, **fields, **config_kwargs})
         except (ValueError, KeyError) as exc:
@@ -129,7 +141,16 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
         trust_remote_code=model.trust_remote_code,
         **config_kwargs,
     )
-    if len(tokenizer) > loaded.get_input_embeddings().num_embeddings:
+    rows = loaded.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        # The config-time check (llmtune.config.model_checks) only sees a trained tokenizer's target size;
+        # this is the actual one. Growing the matrix silently would leave ids without trained rows.
+        if not model.resize_embeddings:
+            raise UserError(
+                f"tokenizer: {len(tokenizer)} tokens, but '{model.name_or_path}' has {rows} embedding rows: ids past "
+                f"{rows - 1} have no trained embedding. Use the model's own tokenizer, or set model.resize_embeddings: true "
+                "(training only) to add randomly initialised rows on purpose."
+            )
         loaded.resize_token_embeddings(len(tokenizer))
     return loaded
 

@@ -128,6 +128,108 @@ data:
 """
 
 
+# --- builders of slice 'validate' (issue 8, points 3 and 5) ----------------------------------------------
+
+BERT_CLASSIFIER = {
+    "model_type": "bert", "architectures": ["BertForSequenceClassification"], "vocab_size": 120, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+}
+BERT_MLM = {**BERT_CLASSIFIER, "architectures": ["BertForMaskedLM"]}
+GPT2_LM = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
+
+
+def model_dir(tmp: Path, fields: dict, name: str = "model") -> Path:
+    """A model directory holding only config.json: all that the config-time model checks read."""
+    path = tmp / name
+    path.mkdir()
+    _write(path / "config.json", json.dumps(fields))
+    return path
+
+
+def tokenizer_dir(tmp: Path, kind: str = "bpe", vocab_size: int = 300, name: str = "tok") -> Path:
+    """A tokenizer trained on the sentiment rows and saved (no model)."""
+    from llmtune.config.schema import TokenizerTrainSection
+    from llmtune.modeling import train_tokenizer
+
+    texts = [text for text, _ in sentiment_rows(64, seed=3)] * 4 + [" ".join(f"w{i}x{j}" for j in range(40)) for i in range(40)]
+    tokenizer = train_tokenizer(TokenizerTrainSection(type=kind, vocab_size=vocab_size, min_frequency=1), texts, 64)
+    tokenizer.save_pretrained(tmp / name)
+    return tmp / name
+
+
+def over_model(fields: dict, *overrides: str, command: str = "finetune", tokenizer: str | None = None) -> Callable[[Path], list[str]]:
+    """The tiny classification config moved onto a pretrained `model_dir` (its own tokenizer unless `tokenizer` is
+    `train` or `dir`), over a previous run it must not touch."""
+
+    def setup(tmp: Path) -> list[str]:
+        train, dev = data_files(tmp)
+        config = tiny_classification_config(train, dev, tmp / "run", save_strategy="no")
+        config["model"] = {"name_or_path": str(model_dir(tmp, fields))}
+        if tokenizer == "dir":
+            config["tokenizer"] = {"name_or_path": str(tokenizer_dir(tmp))}
+        elif tokenizer is None:
+            config.pop("tokenizer")
+        if command == "pretrain-mlm":
+            config.pop("metrics")
+            config["data"].pop("validation_file")
+            config["data"]["validation_split"] = 0.25
+        previous_run(tmp)
+        return [command, str(write_config(tmp / "cfg.yaml", config)), *overrides, "--overwrite"]
+
+    return setup
+
+
+def inference_on(fields: dict, command: str, *args: str) -> Callable[[Path], list[str]]:
+    """`llmtune generate|evaluate --model DIR ARGS` on a config.json-only model directory."""
+
+    def setup(tmp: Path) -> list[str]:
+        data_files(tmp)
+        return [command, "--model", str(model_dir(tmp, fields)), *[a.format(tmp=tmp) for a in args]]
+
+    return setup
+
+
+def config_bytes(data: bytes) -> Callable[[Path], list[str]]:
+    """A config file with exactly these bytes (`{train}`/`{dev}`/`{out}` filled in)."""
+
+    def setup(tmp: Path) -> list[str]:
+        train, dev = data_files(tmp)
+        path = tmp / "cfg.yaml"
+        path.write_bytes(data.replace(b"{train}", str(train).encode()).replace(b"{dev}", str(dev).encode()).replace(b"{out}", str(tmp / "run").encode()))
+        return ["finetune", str(path)]
+
+    return setup
+
+
+CAUSAL_HEAD = """\
+task: causal-lm
+model:
+  from_config: {{model_type: gpt2, n_embd: 32, n_layer: 2, n_head: 2, n_positions: 32}}
+tokenizer:
+  train: {{type: bpe, vocab_size: 300, min_frequency: 1}}
+data:
+  train_file: {train}
+  validation_file: {dev}
+  text_column: sentence
+training:
+  output_dir: {out}
+"""
+MLM_GPT2 = """\
+model:
+  from_config: {{model_type: gpt2, n_embd: 32, n_layer: 2, n_head: 2, n_positions: 64}}
+tokenizer:
+  train: {{type: wordpiece, vocab_size: 200, min_frequency: 1}}
+data:
+  train_file: {train}
+  validation_file: {dev}
+  text_column: sentence
+  max_length: 32
+training:
+  output_dir: {out}
+"""
+SECRET = "hf_llmtuneTestSecret0123456789abcdef"
+
+
 CASES: list[Case] = [
     # --- config files ---------------------------------------------------------------------------------
     Case("config-missing", lambda tmp: ["finetune", str(tmp / "nope.yaml")], ["config file not found", "nope.yaml"]),
@@ -282,6 +384,132 @@ CASES: list[Case] = [
         bad_train_file("train.jsonl", b'{"text": "fine"}\n{"text": ["a", "list"]}\n', "pretrain-mlm", "text"),
         ["train.jsonl, line 2: 'text' (data.text_column) must be a string", "got [\"a\", \"list\"]"],
     ),
+    # --- slice 'validate' (issue 8, point 3: caught by llmtune validate and before any work) ---------------
+    Case(
+        "batch-size-zero-over-a-previous-run",
+        with_override("training.per_device_train_batch_size=0", flags=("--overwrite",), existing_run=True),
+        ["training.per_device_train_batch_size (command-line override)", "must be at least 1", "got 0"],
+    ),
+    Case(
+        "eval-batch-size-negative",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\n  per_device_eval_batch_size: -4\n"),
+        ["training.per_device_eval_batch_size (line 11)", "must be at least 1", "got -4"],
+    ),
+    Case(
+        "gradient-accumulation-zero",
+        with_override("training.gradient_accumulation_steps=0"),
+        ["training.gradient_accumulation_steps (command-line override)", "must be at least 1"],
+    ),
+    Case(
+        "zero-epochs-without-max-steps",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\n  num_train_epochs: 0\n"),
+        ["training.num_train_epochs (line 11)", "trains nothing", "Set num_train_epochs above 0, or a positive training.max_steps"],
+    ),
+    Case("max-steps-zero", with_override("training.max_steps=0"), ["training.max_steps (command-line override)", "0 steps trains nothing"]),
+    Case(
+        "max-length-over-from-config-positions",
+        with_override("data.max_length=128", flags=("--overwrite",), existing_run=True),
+        ["data.max_length (command-line override)", "128 tokens", "only 64 positions (max_position_embeddings)",
+         "raise model.from_config.max_position_embeddings"],
+    ),
+    Case(
+        "default-max-length-over-gpt2-positions",
+        raw_config(CAUSAL_HEAD),
+        ["data.max_length (line 6): 128 tokens (the default)", "only 32 positions (n_positions)", "Set data.max_length: 32 or less"],
+    ),
+    Case(
+        "max-length-over-pretrained-positions",
+        over_model(BERT_CLASSIFIER, "data.max_length=100"),
+        ["data.max_length (command-line override)", "only 64 positions", "the model cannot attend further"],
+    ),
+    Case(
+        "from-config-vocab-smaller-than-tokenizer",
+        with_override("model.from_config.vocab_size=150"),
+        ["model.from_config.vocab_size (command-line override)", "fewer than tokenizer.train.vocab_size 200", "Remove model.from_config.vocab_size"],
+    ),
+    Case(
+        "tokenizer-train-over-a-pretrained-model",
+        over_model(BERT_CLASSIFIER, tokenizer="train"),
+        ["tokenizer.train (line", "newly trained vocabulary over the pretrained model", "model.resize_embeddings: true"],
+    ),
+    Case(
+        "tokenizer-larger-than-pretrained-embeddings",
+        over_model(BERT_CLASSIFIER, tokenizer="dir"),
+        ["tokenizer.name_or_path (line", "larger than the 120 embedding rows", "model.resize_embeddings: true"],
+    ),
+    Case(
+        "generate-tokenizer-larger-than-embeddings",
+        lambda tmp: ["generate", "--model", str(model_dir(tmp, {**GPT2_LM, "vocab_size": 100})), f"tokenizer.name_or_path={tokenizer_dir(tmp)}", "--prompt", "hi"],
+        ["tokenizer.name_or_path (command-line override)", "larger than the 100 embedding rows", "inference cannot add embedding rows"],
+    ),
+    Case(
+        "hidden-size-not-divisible-by-heads",
+        with_override("model.from_config.num_attention_heads=3"),
+        ["model.from_config.hidden_size (line", "hidden_size 32 is not divisible by num_attention_heads 3"],
+    ),
+    Case(
+        "gpt2-hidden-size-not-divisible-by-heads",
+        raw_config(CAUSAL_HEAD.replace("n_head: 2", "n_head: 5")),
+        ["model.from_config.n_embd (line 3)", "n_embd 32 is not divisible by n_head 5"],
+    ),
+    Case("unknown-model-type", with_override("model.from_config.model_type=bertt"), ["model.from_config.model_type", "'bertt' is not a transformers model type", "Did you mean 'bert'"]),
+    Case(
+        "pretrain-mlm-with-a-causal-architecture",
+        raw_config(MLM_GPT2, command="pretrain-mlm"),
+        ["model.from_config.model_type (line 2)", "model type 'gpt2' cannot be trained as a masked language model"],
+    ),
+    Case(
+        "pretrain-mlm-over-a-pretrained-causal-lm",
+        over_model(GPT2_LM, "data.max_length=32", command="pretrain-mlm"),
+        ["model.name_or_path (line", "model type 'gpt2' cannot be trained as a masked language model"],
+    ),
+    Case(
+        "generate-with-a-classifier",
+        inference_on(BERT_CLASSIFIER, "generate", "--prompt", "hello"),
+        ["model.name_or_path (command-line override)", "generate needs a causal language model", "BertForSequenceClassification (a sequence classifier)"],
+    ),
+    Case(
+        "generate-with-a-masked-lm",
+        inference_on(BERT_MLM, "generate", "--prompt", "hello"),
+        ["generate needs a causal language model", "BertForMaskedLM (a masked language model)", "task: causal-lm"],
+    ),
+    Case(
+        "evaluate-generation-with-a-classifier",
+        inference_on(BERT_CLASSIFIER, "evaluate", "eval.kind=generation", "data.validation_file={tmp}/dev.tsv"),
+        ["eval.kind (command-line override)", "eval.kind generation needs a causal language model", "or set eval.kind: auto"],
+    ),
+    Case(
+        "evaluate-classification-of-a-causal-lm",
+        inference_on(GPT2_LM, "evaluate", "eval.kind=classification", "data.validation_file={tmp}/dev.tsv"),
+        ["eval.kind classification needs a sequence classifier", "GPT2LMHeadModel (a causal language model)"],
+    ),
+    Case(
+        "duplicate-keys",
+        raw_config(VALID_HEAD + "  text_column: text\ntraining:\n  output_dir: {out}\n  learning_rate: 1e-3\n  learning_rate: 1e-4\n"),
+        ["data.text_column: given twice, on line 8 and line 9", "training.learning_rate: given twice, on line 12 and line 13", "Delete one"],
+    ),
+    Case(
+        "duplicate-keys-in-validate",
+        lambda tmp: ["validate", str(_write(tmp / "cfg.yaml", "seed: 1\nseed: 2\n"))],
+        ["seed: given twice, on line 1 and line 2"],
+    ),
+    Case(
+        "config-not-utf8",
+        config_bytes(VALID_HEAD.format(train="{train}", dev="{dev}").replace("text_column: sentence", "text_column: s\xe9ntence").encode("latin-1")
+                     + b"training:\n  output_dir: {out}\n"),
+        ["cfg.yaml:8:", "not valid UTF-8 (byte 0xe9", "Save the config as UTF-8"],
+    ),
+    # --- slice 'validate' (issue 8, point 5: secrets never in a config) -----------------------------------
+    Case(
+        "hub-token-in-the-config",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\n  push_to_hub: false\n  hub_token: " + SECRET + "\n"),
+        ["training.hub_token (line 12)", "access tokens are not read from configs", "HF_TOKEN environment variable"],
+    ),
+    Case(
+        "hub-token-override-in-validate",
+        lambda tmp: ["validate", str(classification_config(tmp)), f"training.hub_token={SECRET}"],
+        ["training.hub_token (command-line override)", "HF_TOKEN environment variable"],
+    ),
 ]
 
 
@@ -305,6 +533,7 @@ def test_bad_input_exits_2_with_a_clear_message_and_changes_nothing(case: Case, 
     assert result.exit_code == 2, f"exit {result.exit_code}\nstderr:\n{message[-3000:]}\nexception: {result.exception!r}"
     assert "Traceback" not in message and "Traceback" not in result.stdout
     assert message.count("error:") == 1, message
+    assert SECRET not in message, "an access token was echoed"
     for part in case.expect:
         assert part in message, f"{part!r} not in:\n{message}"
     assert result.stdout == "", "nothing but results on stdout, and there are none"

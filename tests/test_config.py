@@ -65,6 +65,8 @@ def test_relative_file_paths_resolve_against_the_config_folder(good: Path) -> No
 
 def test_local_model_dir_next_to_config_resolves(good: Path) -> None:
     (good.parent / "bert-base-uncased").mkdir()
+    # A model directory's config.json is read at load time (the model checks), so give it one.
+    (good.parent / "bert-base-uncased" / "config.json").write_text('{"model_type": "bert"}')
     cfg = load_config("finetune", good)
     assert Path(cfg.model.name_or_path) == good.parent / "bert-base-uncased"
 

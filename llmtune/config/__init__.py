@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmtune.config.loader import RawConfig, apply_overrides, dump_yaml, read_yaml
 from llmtune.config.schema import SCHEMAS
-from llmtune.config.validate import check_generation, check_training, schema_problems
+from llmtune.config.validate import check_generation, check_training, schema_problems, secret_problems
 from llmtune.errors import ConfigError, UserError
 
 __all__ = ["load_config", "save_config", "infer_command", "read_yaml", "RawConfig", "SCHEMAS"]
@@ -52,7 +52,13 @@ def _resolve_paths(raw: RawConfig) -> None:
             _set(raw.data, key, str(candidate))
 
 
-def load_config(command: str, path: str | Path | None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> BaseModel:
+def load_config(
+    command: str,
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    check_model: bool = True,
+) -> BaseModel:
     """Load, override and validate the config of one command.
 
     Args:
@@ -60,13 +66,15 @@ def load_config(command: str, path: str | Path | None, overrides: list[str] | No
         path: the YAML file, or None to start from `base` alone.
         overrides: `key.path=value` strings, applied after the file and before validation.
         base: a starting mapping when there is no file (e.g. built from command-line flags).
+        check_model: also check the model against the command, data.max_length and the tokenizer
+            (`llmtune.config.model_checks`; reads config.json, never weights).
 
     Returns:
         The validated schema object; `training` values are coerced to TrainingArguments' types.
 
     Raises:
-        UserError: the file is missing or not valid YAML.
-        ConfigError: every problem found, listed together.
+        UserError: the file is missing, not UTF-8 or not valid YAML.
+        ConfigError: every problem found, listed together (including duplicate keys and access tokens).
     """
     if command not in SCHEMAS:
         raise UserError(f"unknown command '{command}'; configs exist for: {', '.join(SCHEMAS)}.")
@@ -75,10 +83,12 @@ def load_config(command: str, path: str | Path | None, overrides: list[str] | No
     apply_overrides(raw, list(overrides or []))
     schema = SCHEMAS[command]
     source = str(raw.source) if raw.source else None
+    # First, so a token never reaches a message, the resolved config or a saved file.
+    problems = secret_problems(raw)
     try:
         cfg = schema.model_validate(raw.data)
     except ValidationError as exc:
-        problems = schema_problems(schema, raw, exc)
+        problems += schema_problems(schema, raw, exc)
         training = raw.data.get("training")
         if isinstance(training, dict) and "training" in schema.model_fields:
             problems += check_training(raw, training)[1]
@@ -87,13 +97,16 @@ def load_config(command: str, path: str | Path | None, overrides: list[str] | No
             problems += check_generation(raw, generation)
         raise ConfigError(problems, source=source) from None
     if "training" in schema.model_fields:
-        cfg.training, problems = check_training(raw, cfg.training)
-        if problems:
-            raise ConfigError(problems, source=source)
+        cfg.training, training_problems = check_training(raw, cfg.training)
+        problems += training_problems
     if "generation" in schema.model_fields:
-        problems = check_generation(raw, cfg.generation)
-        if problems:
-            raise ConfigError(problems, source=source)
+        problems += check_generation(raw, cfg.generation)
+    if check_model:
+        from llmtune.config.model_checks import model_problems
+
+        problems += model_problems(command, cfg, raw)
+    if problems:
+        raise ConfigError(problems, source=source)
     return cfg
 
 

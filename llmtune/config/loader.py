@@ -5,6 +5,7 @@ This is the only module that knows YAML (together with `dump_yaml` for the resol
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,29 @@ import yaml
 from llmtune.errors import ConfigError, UserError
 
 Key = tuple[str, ...]
+
+# Environment variables holding a Hugging Face token: their values are never echoed.
+TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_LOOKS_LIKE_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{16,}")
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like an access token replaced, for error messages.
+
+    Messages echo the offending value (`got 'many'`); a Hugging Face token pasted into the wrong key,
+    or the value of HF_TOKEN, must never be printed.
+    """
+    text = _LOOKS_LIKE_HF_TOKEN.sub("<hidden token>", text)
+    for name in TOKEN_ENV:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:  # a one-letter "token" would blank out ordinary words
+            text = text.replace(secret, "<hidden token>")
+    return text
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message, with tokens hidden (see `redact`)."""
+    return redact(repr(value))
 
 
 class _Loader(yaml.SafeLoader):
@@ -51,14 +75,28 @@ def parse_scalar(text: str) -> Any:
         return text
 
 
-def _line_map(node: yaml.Node, prefix: Key = ()) -> dict[Key, int]:
-    """Map every key path in a composed YAML document to its 1-based line number."""
+def _line_map(node: yaml.Node, prefix: Key = (), duplicates: list[str] | None = None) -> dict[Key, int]:
+    """Map every key path in a composed YAML document to its 1-based line number.
+
+    A key given twice in one mapping is appended to `duplicates` (PyYAML would silently keep the last).
+    """
     lines: dict[Key, int] = {}
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = prefix + (str(key_node.value),)
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_line_map(value_node, key))
+            line = key_node.start_mark.line + 1
+            if key[-1] in seen and duplicates is not None:
+                duplicates.append(
+                    f"{'.'.join(key)}: given twice, on line {seen[key[-1]]} and line {line}; YAML would silently keep "
+                    "the second. Delete one of them."
+                )
+            seen[key[-1]] = line
+            lines[key] = line
+            lines.update(_line_map(value_node, key, duplicates))
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:  # mappings inside lists (e.g. a list of dicts) get the same duplicate check
+            _line_map(item, prefix, duplicates)
     return lines
 
 
@@ -100,13 +138,23 @@ def read_yaml(path: str | Path) -> RawConfig:
         The file's mapping, with line numbers for error messages.
 
     Raises:
-        UserError: the file is missing, unreadable, not valid YAML, or not a mapping at the top.
+        UserError: the file is missing, unreadable, not UTF-8, not valid YAML, or not a mapping at the top.
+        ConfigError: a key appears twice in one mapping (every such key, with both lines).
     """
     path = Path(path)
     if not path.is_file():
         hint = " (it is a directory)" if path.is_dir() else ""
         raise UserError(f"config file not found: {path}{hint}. Pass the path of a YAML config, e.g. configs/classification/sst2-quickstart.yaml.")
-    text = path.read_text(encoding="utf-8")
+    raw_bytes = path.read_bytes()
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw_bytes.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw_bytes.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise UserError(
+            f"{path}:{line}:{column}: not valid UTF-8 (byte 0x{raw_bytes[exc.start]:02x} at offset {exc.start}). "
+            "Save the config as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or fix that character."
+        ) from None
     try:
         node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)
@@ -120,7 +168,11 @@ def read_yaml(path: str | Path) -> RawConfig:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: the top level of a config must be a mapping of keys (seed:, model:, data:, ...), not a {type(data).__name__}.")
-    return RawConfig(data, source=path, lines=_line_map(node) if node is not None else {})
+    duplicates: list[str] = []
+    lines = _line_map(node, duplicates=duplicates) if node is not None else {}
+    if duplicates:
+        raise ConfigError(duplicates, source=str(path))
+    return RawConfig(data, source=path, lines=lines)
 
 
 def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
@@ -134,7 +186,7 @@ def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
         key_text, sep, value_text = item.partition("=")
         key = tuple(part.strip() for part in key_text.split("."))
         if not sep or not all(key):
-            problems.append(f"override '{item}': expected key.path=value, e.g. training.learning_rate=3e-5")
+            problems.append(f"override '{redact(item)}': expected key.path=value, e.g. training.learning_rate=3e-5")
             continue
         node = raw.data
         for depth, part in enumerate(key[:-1]):
@@ -142,7 +194,7 @@ def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                problems.append(f"override '{item}': {'.'.join(key[: depth + 1])} is a {type(child).__name__}, not a section")
+                problems.append(f"override '{key_text}=...': {'.'.join(key[: depth + 1])} is a {type(child).__name__}, not a section")
                 break
             node = child
         else:

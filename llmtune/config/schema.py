@@ -31,6 +31,11 @@ class ModelSection(Section):
     )
     revision: str | None = Field(None, description="Hub branch, tag or commit of name_or_path; null = main.")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the Hub; off because it runs remote code.")
+    resize_embeddings: bool = Field(
+        False,
+        description="Training only: let a pretrained model take a new (tokenizer.train) or larger tokenizer, resizing its "
+        "embeddings (new rows start random); off, that is an error, since it discards what the rows learned.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
@@ -232,6 +237,8 @@ class EvaluateConfig(Section):
             raise ValueError("evaluate needs trained weights: set model.name_or_path (or pass --model DIR), not model.from_config")
         if self.tokenizer.train is not None:
             raise ValueError("evaluate cannot train a tokenizer: drop tokenizer.train (the model directory has its tokenizer)")
+        if self.model.resize_embeddings:
+            raise ValueError("model.resize_embeddings is for training commands: new embedding rows would be untrained here; remove it")
         if any(not s for s in self.stop):
             raise ValueError("stop: an empty stop string would cut every completion to nothing; remove it")
         returned = self.generation.get("num_return_sequences")
@@ -301,6 +308,8 @@ class GenerateConfig(Section):
             raise ValueError("model.from_config builds an untrained model; generate needs model.name_or_path (trained weights)")
         if self.tokenizer.train is not None:
             raise ValueError("tokenizer.train is for training commands; generate uses the model's tokenizer (or tokenizer.name_or_path)")
+        if self.model.resize_embeddings:
+            raise ValueError("model.resize_embeddings is for training commands: new embedding rows would be untrained here; remove it")
         empty = [f"prompts[{i}]" for i, p in enumerate(self.prompts or []) if not p.strip()]
         if empty:
             raise ValueError(f"{', '.join(empty)} is empty; every prompt needs some text")

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llmtune.config.loader import Key, RawConfig
+from llmtune.config.loader import Key, RawConfig, redact, shown
 
 # Keys llmtune adds to `training:` on top of TrainingArguments (for Trainer's EarlyStoppingCallback).
 TRAINING_EXTRAS = {"early_stopping_patience": int, "early_stopping_threshold": float}
@@ -22,6 +22,50 @@ RENAMED_TRAINING_KEYS = {
     "warmup_ratio": "removed in transformers 5; use warmup_steps (a float below 1 is read as a ratio of the total steps)",
     "no_cuda": "use use_cpu: true",
 }
+
+
+# Config keys that would hold a credential, anywhere in a config: from_pretrained's names and the usual ones.
+SECRET_KEY_NAMES = {"token", "hub_token", "hf_token", "use_auth_token", "auth_token", "api_key", "password"}
+
+
+def is_secret_key(key: Key) -> bool:
+    """Whether a config key path names a credential: a name above, or a `training:` key ending in `_token`
+    (TrainingArguments' convention for its tokens, e.g. hub_token, which it redacts itself in to_dict)."""
+    name = str(key[-1]).lower()
+    return name in SECRET_KEY_NAMES or (key[0] == "training" and len(key) == 2 and name.endswith("_token"))
+
+
+def secret_problems(raw: RawConfig) -> list[str]:
+    """Find credential keys anywhere in the config, and remove them from `raw.data` so nothing can echo them.
+
+    Tokens come from the environment only: a config is saved next to the model (llmtune.yaml), printed by
+    `llmtune validate`, and pickled by Trainer into every training_args.bin.
+
+    Returns:
+        One problem per credential key (the value is never part of the message).
+    """
+    problems: list[str] = []
+
+    def walk(node: Any, prefix: Key) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, prefix)
+        if not isinstance(node, dict):
+            return
+        for name in list(node):
+            key = prefix + (str(name),)
+            if is_secret_key(key):
+                del node[name]
+                problems.append(
+                    f"{raw.where(key)}: access tokens are not read from configs (a config is saved with the model and "
+                    f"printed by `llmtune validate`). Remove this key and put the token in the HF_TOKEN environment "
+                    f"variable (or run `hf auth login`)."
+                )
+            else:
+                walk(node[name], key)
+
+    walk(raw.data, ())
+    return problems
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -66,9 +110,9 @@ def schema_problems(schema: type[BaseModel], raw: RawConfig, exc: ValidationErro
         elif kind == "missing":
             problems.append(f"{where}: required key is missing; add it.")
         elif kind == "value_error":
-            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}.")
+            problems.append(f"{where}: {redact(err['msg'].removeprefix('Value error, '))}.")
         else:
-            problems.append(f"{where}: {err['msg']} (got {err.get('input')!r}).")
+            problems.append(f"{where}: {err['msg']} (got {shown(err.get('input'))}).")
     return problems
 
 
@@ -110,11 +154,12 @@ def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, 
         try:
             coerced[name] = TypeAdapter(hints[name]).validate_python(value) if name in hints else value
         except ValidationError as exc:
-            problems.append(f"{where}: {exc.errors()[0]['msg']} (got {value!r}).")
+            problems.append(f"{where}: {exc.errors()[0]['msg']} (got {shown(value)}).")
         except Exception:  # noqa: BLE001 - a type pydantic cannot check (e.g. a torch class) is left to TrainingArguments
             coerced[name] = value
     if "output_dir" not in training:
         problems.append(f"{raw.where(('training',))}: training.output_dir is required: where the model and metrics are saved.")
+    problems += training_value_problems(raw, coerced)
     if problems:
         return coerced, problems
     checked = {k: v for k, v in coerced.items() if k not in TRAINING_EXTRAS}
@@ -123,8 +168,46 @@ def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, 
     try:
         TrainingArguments(**checked)
     except (ValueError, TypeError) as exc:
-        problems.append(f"training: transformers.TrainingArguments rejects these settings: {exc}")
+        problems.append(f"training: transformers.TrainingArguments rejects these settings: {redact(str(exc))}")
     return coerced, problems
+
+
+# TrainingArguments accepts these at 0 or below and then crashes (a batch of 0) or silently trains nothing.
+POSITIVE_TRAINING_KEYS = {
+    "per_device_train_batch_size": "examples per device per step",
+    "per_device_eval_batch_size": "examples per device per evaluation step",
+    "gradient_accumulation_steps": "batches added up per optimizer step",
+}
+
+
+def training_value_problems(raw: RawConfig, training: dict[str, Any]) -> list[str]:
+    """Values TrainingArguments accepts but that cannot train: batch sizes below 1, no steps at all.
+
+    Args:
+        raw: the raw config, for line numbers.
+        training: the `training:` mapping, values already coerced to TrainingArguments' types.
+
+    Returns:
+        The problems found.
+    """
+    problems = []
+    for name, meaning in POSITIVE_TRAINING_KEYS.items():
+        value = training.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 1:
+            problems.append(f"{raw.where(('training', name))}: must be at least 1 ({meaning}), got {value}. Set it to 1 or more.")
+    max_steps = training.get("max_steps", -1)
+    epochs = training.get("num_train_epochs", 3.0)  # TrainingArguments' default
+    if isinstance(max_steps, int) and max_steps == 0:
+        problems.append(
+            f"{raw.where(('training', 'max_steps'))}: 0 steps trains nothing. Set a positive number of steps, or remove it "
+            "(-1, the default) to train for num_train_epochs."
+        )
+    elif isinstance(max_steps, int) and max_steps < 0 and isinstance(epochs, (int, float)) and epochs <= 0:
+        problems.append(
+            f"{raw.where(('training', 'num_train_epochs'))}: {epochs} epochs and no max_steps trains nothing (the saved model "
+            "would be untrained). Set num_train_epochs above 0, or a positive training.max_steps."
+        )
+    return problems
 
 
 def generation_fields() -> set[str]:
@@ -158,5 +241,5 @@ def check_generation(raw: RawConfig, generation: dict[str, Any]) -> list[str]:
     except (ValueError, TypeError) as exc:
         reason = " ".join(line.strip("- ") for line in str(exc).strip().splitlines() if line.strip())
         reason = reason.split(" If you're using a pretrained model")[0]
-        problems.append(f"{raw.where(('generation',))}: transformers.GenerationConfig rejects these settings: {reason}")
+        problems.append(f"{raw.where(('generation',))}: transformers.GenerationConfig rejects these settings: {redact(reason)}")
     return problems

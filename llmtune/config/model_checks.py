@@ -1,0 +1,250 @@
+"""Checks that need the model's config: does the model fit the command, the data and the tokenizer?
+
+They read `config.json` only (`AutoConfig.from_pretrained`, or `AutoConfig.for_model` for
+`model.from_config`), never weights, and a tokenizer's files only when `tokenizer.name_or_path` is set.
+`load_config` runs them for every command, so `llmtune validate` and the commands themselves stop
+before any work with the same message. A Hub id that cannot be reached (offline) skips them with a
+note on stderr: the run itself then reports the unreachable model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from llmtune.config.loader import RawConfig, redact
+from llmtune.config.validate import suggest
+
+logger = logging.getLogger(__name__)
+
+# What each training command builds: the transformers mapping of model types its Auto class accepts.
+TRAINED_HEADS = {
+    ("finetune", "classification"): ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "a sequence classifier"),
+    ("finetune", "causal-lm"): ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "a causal language model"),
+    ("pretrain-mlm", None): ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "a masked language model"),
+}
+
+# The architecture kind (llmtune.modeling.architecture_kind) each inference use needs.
+KIND_NEEDED = {"classification": "classification", "causal-lm": "causal-lm", "masked-lm": "masked-lm", "generation": "causal-lm"}
+KIND_WORDS = {"classification": "a sequence classifier", "causal-lm": "a causal language model", "masked-lm": "a masked language model"}
+
+
+def model_problems(command: str, cfg: BaseModel, raw: RawConfig) -> list[str]:
+    """Check that the model fits the command, `data.max_length` and the tokenizer, from config files only.
+
+    Args:
+        command: the command the config is for (a key of `SCHEMAS`).
+        cfg: the schema-validated config.
+        raw: the raw config, for line numbers.
+
+    Returns:
+        One line per problem (key path, line, reason and fix); empty when all is well or the model's
+        config cannot be reached (then a note goes to the log).
+    """
+    model = getattr(cfg, "model", None)
+    if model is None:
+        return []
+    config, problems = _model_config(model, raw)
+    if config is None:
+        return problems
+    if command in ("finetune", "pretrain-mlm"):
+        problems += _head_problems(command, cfg, config, raw)
+        problems += _length_problems(cfg, config, raw)
+    elif command == "generate":
+        problems += _kind_problems("causal-lm", model, config, raw, ("model", "name_or_path"), "generate", "")
+    elif command == "evaluate" and cfg.eval.kind != "auto":
+        other = " or set eval.kind: auto (the kind the model's architecture implies)"
+        problems += _kind_problems(KIND_NEEDED[cfg.eval.kind], model, config, raw, ("eval", "kind"), f"eval.kind {cfg.eval.kind}", other)
+    if model.from_config is not None:
+        problems += _shape_problems(model.from_config, config, raw)
+    problems += _vocabulary_problems(command, cfg, config, raw)
+    return problems
+
+
+def _model_config(model: Any, raw: RawConfig) -> tuple[Any, list[str]]:
+    """The model's transformers config, built from `model.from_config` or read from `model.name_or_path`.
+
+    Returns:
+        (config, problems); config is None when it cannot be had (problems say why, or a note was logged).
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model.from_config is not None:
+        fields = dict(model.from_config)
+        model_type = fields.pop("model_type")
+        where = raw.where(("model", "from_config", "model_type"))
+        if model_type not in CONFIG_MAPPING_NAMES:
+            hint = suggest(str(model_type), CONFIG_MAPPING_NAMES) or " Use a transformers model type such as bert or gpt2."
+            return None, [f"{where}: '{model_type}' is not a transformers model type.{hint}"]
+        try:
+            return AutoConfig.for_model(model_type, **fields), []
+        except Exception as exc:  # noqa: BLE001 - each config class raises its own kinds (ValueError, strict-dataclass errors)
+            reason = redact(" ".join(str(exc).split()))
+            return None, [f"{raw.where(('model', 'from_config'))}: transformers' {model_type} config rejects these fields: {reason}"]
+    name = model.name_or_path
+    try:
+        return AutoConfig.from_pretrained(name, revision=model.revision, trust_remote_code=model.trust_remote_code), []
+    except (OSError, ValueError) as exc:
+        if Path(name).expanduser().exists():
+            detail = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+            return None, [
+                f"{raw.where(('model', 'name_or_path'))}: cannot read the config.json of '{name}': {detail}. "
+                "Point it at a Hugging Face model directory (config.json, weights, tokenizer files)."
+            ]
+        logger.warning(
+            "model.name_or_path: '%s' is not a local directory and its config could not be fetched (offline?); "
+            "the checks that need the model's config were skipped.",
+            name,
+        )
+        return None, []
+
+
+def _head_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[str]:
+    """The command/task builds a head (AutoModelFor...) this model type must support."""
+    from transformers.models.auto import modeling_auto
+
+    mapping_name, what = TRAINED_HEADS[(command, getattr(cfg, "task", None))]
+    supported = getattr(modeling_auto, mapping_name)
+    if config.model_type in supported:
+        return []
+    source = ("model", "from_config", "model_type") if cfg.model.from_config is not None else ("model", "name_or_path")
+    task = f" with task: {cfg.task}" if hasattr(cfg, "task") else ""
+    examples = ", ".join(t for t in ("bert", "roberta", "gpt2", "llama") if t in supported)
+    return [
+        f"{raw.where(source)}: model type '{config.model_type}' cannot be trained as {what} ({command}{task}); "
+        f"transformers has no such head for it. Use a model type that has one (e.g. {examples})."
+    ]
+
+
+def _positions(config: Any) -> tuple[str, int] | None:
+    """The config key holding the model's number of positions, and its value."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            # Configs alias a few names (GPT-2: max_position_embeddings -> n_positions); name the one users write.
+            return getattr(config, "attribute_map", {}).get(name, name), value
+    return None
+
+
+def _length_problems(cfg: Any, config: Any, raw: RawConfig) -> list[str]:
+    """`data.max_length` must fit the model's position embeddings.
+
+    From scratch, a longer block crashes in the embedding lookup; over a pretrained model it used to be
+    capped silently by the tokenizer. Both are refused: the user asked for a length the model cannot take.
+    """
+    found = _positions(config)
+    if found is None or cfg.data.max_length <= found[1]:
+        return []
+    name, positions = found
+    default = "" if "max_length" in cfg.data.model_fields_set else " (the default)"
+    fix = f"Set data.max_length: {positions} or less"
+    fix += f", or raise model.from_config.{name}." if cfg.model.from_config is not None else " (the model cannot attend further)."
+    return [f"{raw.where(('data', 'max_length'))}: {cfg.data.max_length} tokens{default}, but the model has only {positions} positions ({name}). {fix}"]
+
+
+def _shape_problems(fields: dict[str, Any], config: Any, raw: RawConfig) -> list[str]:
+    """A model built from scratch needs hidden_size divisible by num_attention_heads (each head gets an equal slice)."""
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if "head_dim" in fields or not isinstance(hidden, int) or not isinstance(heads, int) or heads <= 0 or hidden % heads == 0:
+        return []
+    aliases = getattr(config, "attribute_map", {})
+    hidden_key, heads_key = aliases.get("hidden_size", "hidden_size"), aliases.get("num_attention_heads", "num_attention_heads")
+    return [
+        f"{raw.where(('model', 'from_config', hidden_key))}: {hidden_key} {hidden} is not divisible by {heads_key} {heads} "
+        f"(each attention head gets hidden/heads dimensions). Use e.g. {hidden_key}: {-(-hidden // heads) * heads} "
+        f"or a {heads_key} that divides {hidden}."
+    ]
+
+
+def _tokenizer_size(cfg: Any, raw: RawConfig) -> tuple[int | None, tuple[str, ...] | None]:
+    """How many ids the run's tokenizer can produce, and the key that sets it (None: the model's own tokenizer)."""
+    tokenizer = cfg.tokenizer
+    if tokenizer.train is not None:
+        return tokenizer.train.vocab_size, ("tokenizer", "train", "vocab_size")
+    if tokenizer.name_or_path is None:
+        return None, None
+    from transformers import AutoTokenizer
+
+    try:
+        return len(AutoTokenizer.from_pretrained(tokenizer.name_or_path)), ("tokenizer", "name_or_path")
+    except (OSError, ValueError) as exc:
+        if Path(tokenizer.name_or_path).expanduser().exists():
+            detail = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+            raise _TokenizerUnreadable(f"{raw.where(('tokenizer', 'name_or_path'))}: cannot load '{tokenizer.name_or_path}': {detail}.") from exc
+        logger.warning("tokenizer.name_or_path: '%s' could not be loaded (offline?); its size was not checked against the model.", tokenizer.name_or_path)
+        return None, None
+
+
+class _TokenizerUnreadable(Exception):
+    """A local tokenizer directory that does not load: a problem to report, not a note."""
+
+
+def _vocabulary_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[str]:
+    """The tokenizer's ids must all have an embedding row, and a pretrained model keeps the vocabulary it learned.
+
+    `model.resize_embeddings: true` (training commands only) allows a pretrained model to get a new or larger
+    vocabulary: the embedding matrix is resized and the new rows start random.
+    """
+    model, tokenizer = cfg.model, cfg.tokenizer
+    training = command in ("finetune", "pretrain-mlm")
+    resize = training and model.resize_embeddings
+    if model.name_or_path is not None and tokenizer.train is not None and training and not resize:
+        return [
+            f"{raw.where(('tokenizer', 'train'))}: a newly trained vocabulary over the pretrained model "
+            f"'{model.name_or_path}': its token ids would pick embedding rows learned for other tokens. Remove "
+            "tokenizer.train to use the model's own tokenizer, or set model.resize_embeddings: true to re-learn the "
+            "embeddings for a new vocabulary on purpose."
+        ]
+    try:
+        size, key = _tokenizer_size(cfg, raw)
+    except _TokenizerUnreadable as exc:
+        return [str(exc)]
+    vocab = model.from_config.get("vocab_size") if model.from_config is not None else getattr(config, "vocab_size", None)
+    if size is None or not isinstance(vocab, int) or size <= vocab:
+        return []
+    what = f"tokenizer.train.vocab_size {size}" if key[1] == "train" else f"the tokenizer '{tokenizer.name_or_path}' ({size} tokens)"
+    if model.from_config is not None:
+        return [
+            f"{raw.where(('model', 'from_config', 'vocab_size'))}: {vocab} embedding rows, fewer than {what}: ids past "
+            f"{vocab - 1} have no embedding. Remove model.from_config.vocab_size (it then follows the tokenizer) or raise it to {size}."
+        ]
+    if resize:
+        return []
+    fix = "Use the model's own tokenizer (remove tokenizer.name_or_path)"
+    fix += ", or set model.resize_embeddings: true to add randomly initialised rows on purpose." if training else "; inference cannot add embedding rows."
+    return [
+        f"{raw.where(key)}: {what} is larger than the {vocab} embedding rows of '{model.name_or_path}': ids past {vocab - 1} "
+        f"have no trained embedding. {fix}"
+    ]
+
+
+def _kind_problems(needed: str, model: Any, config: Any, raw: RawConfig, key: tuple[str, ...], use: str, other: str) -> list[str]:
+    """An inference use needs a model with the right head (a classifier's head cannot generate text)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from llmtune.modeling import architecture_kind
+
+    kind = architecture_kind(config)
+    architectures = ", ".join(getattr(config, "architectures", None) or []) or f"model type {config.model_type}"
+    if kind is None and needed == "causal-lm" and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        kind = "not a causal language model"
+    elif kind is None or kind == needed:
+        return []
+    described = KIND_WORDS.get(kind, kind)
+    return [
+        f"{raw.where(key)}: {use} needs {KIND_WORDS[needed]}, but '{model.name_or_path}' is {architectures} ({described}); "
+        f"its missing head would be newly initialised and give meaningless output. Use {KIND_WORDS[needed]} "
+        f"(e.g. an output directory of {_trained_by(needed)}){other}."
+    ]
+
+
+def _trained_by(kind: str) -> str:
+    return {
+        "causal-lm": "llmtune finetune with task: causal-lm",
+        "classification": "llmtune finetune with task: classification",
+        "masked-lm": "llmtune pretrain-mlm",
+    }[kind]
