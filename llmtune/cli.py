@@ -81,7 +81,7 @@ def _execute(work: Callable[[Any], Any]) -> None:
 
     `work` receives the stream to write its results (JSON/JSONL) to; anything else printed goes to stderr.
     """
-    from llmtune.errors import LlmtuneError
+    from llmtune.errors import LlmtuneError, redact
 
     try:
         with _results_only_stdout() as stdout:
@@ -89,7 +89,7 @@ def _execute(work: Callable[[Any], Any]) -> None:
     except LlmtuneError as exc:
         if DEBUG["on"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {redact(str(exc))}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -99,7 +99,7 @@ def _execute(work: Callable[[Any], Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line unless --debug
         if DEBUG["on"]:
             raise
-        typer.echo(f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", err=True)
+        typer.echo(f"error: {type(exc).__name__}: {redact(str(exc))}\n(run with --debug for the traceback)", err=True)
         raise typer.Exit(1) from None
 
 

@@ -6,6 +6,10 @@ programs can call the task modules directly and catch the exceptions.
 
 from __future__ import annotations
 
+import os
+import re
+from typing import Any
+
 EXIT_FAILURE = 1  # something broke while running
 EXIT_USAGE = 2  # the user's config, arguments or input data are wrong
 EXIT_GATE = 3  # `llmtune evaluate --fail-under/--fail-over`: a metric missed its gate
@@ -48,3 +52,27 @@ class GateFailure(LlmtuneError):
     """A metric missed a `--fail-under`/`--fail-over` gate; the metrics were already printed."""
 
     exit_code = EXIT_GATE
+
+
+# Environment variables holding a Hugging Face token: their values are never echoed.
+TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_LOOKS_LIKE_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{16,}")
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like an access token replaced, for error messages.
+
+    Messages echo the offending value (`got 'many'`); a Hugging Face token pasted into the wrong key,
+    or the value of HF_TOKEN, must never be printed.
+    """
+    text = _LOOKS_LIKE_HF_TOKEN.sub("<hidden token>", text)
+    for name in TOKEN_ENV:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:  # a one-letter "token" would blank out ordinary words
+            text = text.replace(secret, "<hidden token>")
+    return text
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message, with tokens hidden (see `redact`)."""
+    return redact(repr(value))

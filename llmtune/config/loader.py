@@ -5,40 +5,15 @@ This is the only module that knows YAML (together with `dump_yaml` for the resol
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from llmtune.errors import ConfigError, UserError
+from llmtune.errors import ConfigError, UserError, redact
 
 Key = tuple[str, ...]
-
-# Environment variables holding a Hugging Face token: their values are never echoed.
-TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-_LOOKS_LIKE_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{16,}")
-
-
-def redact(text: str) -> str:
-    """`text` with anything that looks like an access token replaced, for error messages.
-
-    Messages echo the offending value (`got 'many'`); a Hugging Face token pasted into the wrong key,
-    or the value of HF_TOKEN, must never be printed.
-    """
-    text = _LOOKS_LIKE_HF_TOKEN.sub("<hidden token>", text)
-    for name in TOKEN_ENV:
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:  # a one-letter "token" would blank out ordinary words
-            text = text.replace(secret, "<hidden token>")
-    return text
-
-
-def shown(value: Any) -> str:
-    """`repr(value)` for an error message, with tokens hidden (see `redact`)."""
-    return redact(repr(value))
-
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 scalars: `3e-5` is a float and `no`/`yes`/`on`/`off` stay strings.

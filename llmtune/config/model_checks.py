@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from llmtune.config.loader import RawConfig, redact
+from llmtune.config.loader import RawConfig
+from llmtune.errors import redact
 from llmtune.config.validate import suggest
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from llmtune.config.loader import Key, RawConfig, redact, shown
+from llmtune.config.loader import Key, RawConfig
+from llmtune.errors import redact, shown
 
 # Keys llmtune adds to `training:` on top of TrainingArguments (for Trainer's EarlyStoppingCallback).
 TRAINING_EXTRAS = {"early_stopping_patience": int, "early_stopping_threshold": float}
