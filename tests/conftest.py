@@ -17,6 +17,13 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+# transformers binds its log handler to the sys.stderr of the moment it first logs. Bind it now, to the
+# session's stream: bound inside a CliRunner call, it would write later warnings to that call's closed
+# stream ("--- Logging error --- Traceback"), and which test came first would decide what others see.
+from transformers.utils import logging as _hf_logging  # noqa: E402
+
+_hf_logging.get_logger("transformers")
+
 REPO = Path(__file__).resolve().parents[1]
 POSITIVE = "good great fine lovely superb charming moving brilliant funny warm".split()
 NEGATIVE = "bad awful dull boring poor tedious flat weak clumsy cold".split()
