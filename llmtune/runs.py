@@ -501,7 +501,15 @@ def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: A
         train_* metrics from training (train_loss over the whole run, also after a resume),
         eval_* from the validation set, test_* from the test set.
     """
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    except BaseException:
+        # A failed run's staging folder is kept for --resume only when it holds a checkpoint to resume from.
+        staging = Path(trainer.args.output_dir)
+        if trainer.is_world_process_zero() and staging.is_dir() and last_complete_checkpoint(staging) is None:
+            logger.info("removing %s: the run failed before its first checkpoint", staging)
+            _remove_marked_tree(staging)
+        raise
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
     whole = whole_run_train_loss(trainer, train_result.training_loss, checkpoint)
     if whole is not None:

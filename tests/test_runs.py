@@ -24,7 +24,8 @@ from conftest import REPO, TINY_BERT, invoke, run_cli, sentiment_rows, stdout_js
 # Runs the CLI with one Trainer step patched to write $PAUSE_MARKER and sleep, so the test can kill it
 # at a known moment: "after-save" once checkpoint-$PAUSE_STEP is complete, "mid-save" after its model
 # and optimizer are written but before its RNG state and trainer_state.json. $FORBID_TOKENIZER_TRAINING
-# makes training a tokenizer fail (a resumed run must load the checkpoint's).
+# makes training a tokenizer fail (a resumed run must load the checkpoint's); $RAISE_AT_STEP makes
+# training raise when it reaches that step.
 WRAPPER = r"""
 import os, sys, time
 from transformers import Trainer
@@ -50,6 +51,14 @@ elif stage == "mid-save":
             pause()
         original_rng(self, output_dir)
     Trainer._save_rng_state = _save_rng_state
+
+if os.environ.get("RAISE_AT_STEP"):
+    original_step = Trainer.training_step
+    def training_step(self, *args, **kwargs):
+        if self.state.global_step == int(os.environ["RAISE_AT_STEP"]):
+            raise RuntimeError("training failed on purpose")
+        return original_step(self, *args, **kwargs)
+    Trainer.training_step = training_step
 
 if os.environ.get("FORBID_TOKENIZER_TRAINING"):
     import llmtune.modeling
@@ -211,3 +220,186 @@ def test_kill_then_resume_ends_bit_identical_to_an_uninterrupted_run(task: str, 
     # train_loss covers the whole run, not only the steps after the resume.
     assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-9)
     assert resumed["train_epoch"] == reference["train_epoch"]
+
+
+def run_wrapped(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the CLI through WRAPPER to the end."""
+    proc = wrapped(*args, env=env)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>" for p in sorted(root.rglob("*"))
+    }
+
+
+def previous_output(tmp: Path) -> Path:
+    out = tmp / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"previous weights")
+    (out / "metrics.json").write_text('{"eval_accuracy": 0.9}\n', encoding="utf-8")
+    (out / "checkpoint-7").mkdir()
+    (out / "checkpoint-7" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    return out
+
+
+def test_a_failure_during_training_with_overwrite_leaves_the_previous_run_byte_identical(tmp_path: Path) -> None:
+    config = classification_config(tmp_path, tmp_path / "run")
+    out = previous_output(tmp_path)
+    before = snapshot(out)
+
+    # Fails before the first checkpoint: nothing to resume, so no staging folder is left either.
+    proc = run_wrapped("finetune", str(config), "--overwrite", RAISE_AT_STEP="1")
+    assert proc.returncode == 1 and "training failed on purpose" in proc.stderr
+    assert snapshot(out) == before
+    assert not (tmp_path / "run.incomplete").exists()
+
+    # Fails after checkpoint-2: the old run is intact, the new one waits in the staging folder for --resume.
+    proc = run_wrapped("finetune", str(config), "--overwrite", RAISE_AT_STEP="3")
+    assert proc.returncode == 1
+    assert snapshot(out) == before
+    assert (tmp_path / "run.incomplete" / "checkpoint-2" / "trainer_state.json").is_file()
+
+    # --overwrite discards that interrupted run; only a complete new run replaces the old directory.
+    proc = run_wrapped("finetune", str(config), "--overwrite", "training.max_steps=2")
+    stdout_json(proc)
+    assert "discarding the interrupted run" in proc.stderr
+    assert not (tmp_path / "run.incomplete").exists()
+    assert not (out / "checkpoint-7").exists() and (out / "checkpoint-2").is_dir()
+    assert json.loads((out / "metrics.json").read_text())["train_epoch"] > 0
+    saved = (out / "llmtune.yaml").read_text()
+    assert f"output_dir: {out}" in saved and ".incomplete" not in saved
+    assert not (out / ".llmtune-staging").exists()
+
+
+def test_resume_loads_the_tokenizer_saved_with_the_run(tmp_path: Path) -> None:
+    train, dev = write_tsv(tmp_path / "train.tsv", sentiment_rows(64, seed=1)), write_tsv(tmp_path / "dev.tsv", sentiment_rows(16, seed=2))
+    out = tmp_path / "run"
+    config = write_config(
+        tmp_path / "c.yaml",
+        tiny_classification_config(train, dev, out, num_train_epochs=2, save_strategy="steps", save_steps=2),  # tokenizer.train
+    )
+    kill_at(tmp_path / "paused", "finetune", str(config), stage="after-save", step=2)
+    saved = json.loads((tmp_path / "run.incomplete" / "checkpoint-2" / "tokenizer.json").read_text())["model"]["vocab"]
+    proc = run_wrapped("finetune", str(config), "--resume", FORBID_TOKENIZER_TRAINING="1")
+    stdout_json(proc)
+    assert f"resuming with the tokenizer saved in {tmp_path / 'run.incomplete' / 'checkpoint-2'}" in proc.stderr
+    assert json.loads((out / "tokenizer.json").read_text())["model"]["vocab"] == saved
+
+
+def test_resume_of_a_completed_run_keeps_its_checkpoints(tmp_path: Path) -> None:
+    config = causal_config(tmp_path, tmp_path / "run")
+    stdout_json(run_cli("finetune", str(config), "training.max_steps=4"))
+    first = (tmp_path / "run" / "checkpoint-4" / "model.safetensors").read_bytes()
+    proc = run_cli("finetune", str(config), "training.max_steps=6", "--resume")
+    metrics = stdout_json(proc)
+    names = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert names == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert (tmp_path / "run" / "checkpoint-4" / "model.safetensors").read_bytes() == first
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and metrics["train_loss"] > 0
+
+
+# --- the swap and atomic files, in-process ------------------------------------------------------------
+
+
+def filled(folder: Path, content: str, state: str | None = None) -> Path:
+    folder.mkdir()
+    (folder / "model.safetensors").write_text(content)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "f").write_text(content)
+    if state:
+        (folder / ".llmtune-staging").write_text(state + "\n")
+    return folder
+
+
+def contents(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
+def test_swap_replaces_the_output_dir_with_the_staging_folder(tmp_path: Path, exchange: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmtune import runs
+
+    if not exchange:
+        monkeypatch.setattr(runs, "_exchange", lambda a, b: False)
+    out = filled(tmp_path / "run", "old")
+    staging = filled(tmp_path / "run.incomplete", "new", "training")
+    runs.swap_into_place(staging, out)
+    assert contents(out) == {"model.safetensors": "new", "sub/f": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_interrupted_swap_is_finished_on_the_next_start(tmp_path: Path) -> None:
+    from llmtune import runs
+
+    new = {"model.safetensors": "new", "sub/f": "new"}
+    # Killed before the exchange: the staging folder says "complete", the old output is still in place.
+    out = filled(tmp_path / "a", "old")
+    filled(tmp_path / "a.incomplete", "new", "complete")
+    runs.recover_interrupted_swap(out)
+    assert contents(out) == new and not (tmp_path / "a.incomplete").exists()
+    # Killed after the exchange: the old output sits in the staging folder, marked "replaced".
+    out = filled(tmp_path / "b", "new", "complete")
+    filled(tmp_path / "b.incomplete", "old", "replaced")
+    runs.recover_interrupted_swap(out)
+    assert contents(out) == new and not (tmp_path / "b.incomplete").exists()
+    # Killed between the two renames of the fallback: no output dir, the old one aside, the new one complete.
+    filled(tmp_path / "c.replaced", "old", "replaced")
+    filled(tmp_path / "c.incomplete", "new", "complete")
+    runs.recover_interrupted_swap(tmp_path / "c")
+    assert contents(tmp_path / "c") == new
+    assert not (tmp_path / "c.replaced").exists() and not (tmp_path / "c.incomplete").exists()
+    # An interrupted training run ("training") is left alone for --resume / --overwrite.
+    out = filled(tmp_path / "d", "old")
+    filled(tmp_path / "d.incomplete", "new", "training")
+    runs.recover_interrupted_swap(out)
+    assert contents(out) == {"model.safetensors": "old", "sub/f": "old"}
+    assert contents(tmp_path / "d.incomplete") == {".llmtune-staging": "training\n", **new}
+
+
+def test_atomic_writer_never_leaves_a_partial_file(tmp_path: Path) -> None:
+    from llmtune.runs import atomic_writer
+
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(path) as handle:
+            handle.write("half")
+            raise RuntimeError("crash while writing")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    with atomic_writer(path) as handle:
+        handle.write("new\n")
+    assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write in: chmod for a normal user, a read-only tmpfs mount for root."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return folder
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root without permission to mount a read-only filesystem")
+    return folder
+
+
+def test_an_unwritable_output_location_is_refused_before_any_work(tmp_path: Path) -> None:
+    folder = read_only_folder(tmp_path)
+    try:
+        config = classification_config(tmp_path, folder / "run")
+        result = invoke("finetune", str(config))
+        assert result.exit_code == 2
+        assert f"training.output_dir: cannot write in {folder}" in result.stderr and "Choose a writable" in result.stderr
+        result = invoke("predict", "--model", str(tmp_path / "no-model"), "--input", str(config), "--output", str(folder / "p.jsonl"))
+        assert result.exit_code == 2 and f"--output: cannot write in {folder}" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(folder)], check=False)
+        else:
+            folder.chmod(0o755)
