@@ -8,6 +8,7 @@ exp(total NLL / total scored tokens) over the whole set, not a mean of per-batch
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -91,9 +92,22 @@ class MaskingCollator:
         whole_word: mask every piece of a word together (needs `offset_mapping` in the features).
         pad_to_multiple_of: round the padded length up to a multiple of this.
         seed: seed the masking (None = the global torch RNG, i.e. different masks every epoch).
+        batch_seed: mask each training batch with a generator seeded from (batch_seed, epoch, the batch's
+            token ids) instead. The masks are then the same whether a run went through uninterrupted or was
+            resumed from a checkpoint: the global RNG is restored only after the resumed run has already
+            collated its first batches, so masks drawn from it would differ. Set `epoch` per epoch
+            (`MaskingEpoch` does) so each epoch masks anew.
     """
 
-    def __init__(self, tokenizer: Any, probability: float = 0.15, whole_word: bool = False, pad_to_multiple_of: int | None = 8, seed: int | None = None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        probability: float = 0.15,
+        whole_word: bool = False,
+        pad_to_multiple_of: int | None = 8,
+        seed: int | None = None,
+        batch_seed: int | None = None,
+    ):
         from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
 
         # Whole-word masking in transformers replaces every chosen word by [MASK]; saying so avoids its warning.
@@ -104,6 +118,17 @@ class MaskingCollator:
         self.pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of, label_pad_token_id=IGNORE_INDEX)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.batch_seed = batch_seed
+        self.epoch = 0
+
+    def _batch_generator(self, features: list[dict[str, Any]]) -> Any:
+        import hashlib
+
+        import torch
+
+        key = json.dumps([self.batch_seed, self.epoch, [list(map(int, f["input_ids"])) for f in features]])
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         if "labels" in features[0]:
@@ -117,7 +142,21 @@ class MaskingCollator:
             for f in features:
                 fill = [[0, 0]] * (length - len(f["offset_mapping"]))
                 f["offset_mapping"] = fill + list(f["offset_mapping"]) if self.left else list(f["offset_mapping"]) + fill
+        if self.batch_seed is not None:
+            self.mask.generator = self._batch_generator(features)
         return self.mask(features)
+
+
+def masking_epoch(collator: MaskingCollator) -> Any:
+    """A Trainer callback telling `collator` the epoch about to start (its `batch_seed` masks depend on it)."""
+    from transformers import TrainerCallback
+
+    class MaskingEpoch(TrainerCallback):
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # state.epoch is a whole number at an epoch's start, and N.x when resuming inside epoch N.
+            collator.epoch = int(state.epoch or 0)
+
+    return MaskingEpoch()
 
 
 def fixed_eval_masking(dataset: Any, tokenizer: Any, probability: float = 0.15, whole_word: bool = False, seed: int = 42, batch_size: int = 256) -> Any:

@@ -2,16 +2,28 @@
 
 An output directory is a normal Hugging Face model directory plus `llmtune.yaml` (the resolved
 config), `metrics.json`, `training_curves.png` and a model card (README.md).
+
+Nothing a user already has is lost: a run trains into a staging folder beside the output directory
+(`<output_dir>.incomplete`, where its checkpoints live too) and replaces the output directory only
+once everything is saved there, in one rename. A failure before that leaves the old directory as it
+was; a kill leaves the staging folder for `--resume`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
 import logging
 import math
+import os
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
@@ -28,35 +40,257 @@ logger = logging.getLogger(__name__)
 # experiment tracker is contacted unless asked for, so offline and CI runs never hang on one.
 TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none"}
 
+# The staging folder of `<output_dir>` is `<output_dir>.incomplete`; an old output directory being
+# swapped out without renameat2 waits at `<output_dir>.replaced`. Both are siblings of the output
+# directory, so every move between them is a rename on one filesystem.
+STAGING_SUFFIX = ".incomplete"
+REPLACED_SUFFIX = ".replaced"
+# A file at the root of those folders saying what they hold, so that a swap cut short by a crash
+# is finished (or undone) on the next start and nothing is deleted that llmtune did not make:
+# "training" (a run in progress or interrupted), "complete" (a finished run waiting to be swapped in),
+# "replaced" (an old output directory being swapped out, to delete).
+MARKER = ".llmtune-staging"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Atomic files
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
+    """Open a text file that appears at `path` only once it is completely written.
+
+    Writes go to a temporary file in the same folder, which replaces `path` (os.replace) when the
+    block ends without an error; on an error or a kill, `path` keeps its old content (or stays
+    absent) and the temporary file is removed (or, after a kill, left as a hidden `.NAME.*.tmp`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through `atomic_writer`."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
+
+
+def check_writable(path: str | Path, key: str, kind: str) -> None:
+    """Refuse, before any work, an output location that cannot be written.
+
+    Args:
+        path: where the command will write.
+        key: how the user named it (`training.output_dir`, `--output`, ...), for the message.
+        kind: "dir" (a folder the command creates or fills) or "file" (a file written atomically).
+
+    Raises:
+        UserError: the path is a file where a folder is wanted (or the reverse), lies under a file,
+            or its folder cannot be written (permissions, read-only filesystem).
+    """
+    path = Path(path)
+    if path.exists():
+        if kind == "dir" and not path.is_dir():
+            raise UserError(f"{key}: {path} is a file, not a directory. Choose another {key} (a new or existing folder).")
+        if kind == "file" and path.is_dir():
+            raise UserError(f"{key}: {path} is a directory. Give a file path, e.g. {path / 'out.jsonl'}.")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{key}: {path} lies under {ancestor}, which is a file, not a folder. Choose another {key}.")
+    # The folder that gets the new entry (the file's or staging folder's parent) must take writes.
+    for folder in [ancestor] + ([path] if kind == "dir" and path.is_dir() else []):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{key}: cannot write in {folder} (permission denied or a read-only filesystem). Choose a writable {key}.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output directory, staging folder and checkpoints
+
+
+def staging_dir(output_dir: str | Path) -> Path:
+    """The folder a run trains into before it replaces `output_dir`: `<output_dir>.incomplete`."""
+    path = Path(output_dir)
+    return path.with_name(path.name + STAGING_SUFFIX)
+
+
+def _marker(folder: Path) -> str | None:
+    try:
+        return (folder / MARKER).read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _set_marker(folder: Path, state: str) -> None:
+    write_text_atomically(folder / MARKER, state + "\n")
+
+
+def _remove_marked_tree(folder: Path) -> None:
+    """Delete a folder llmtune made, its marker last, so a deletion cut short is still recognised as ours."""
+    for child in folder.iterdir():
+        if child.name != MARKER:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    (folder / MARKER).unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where it is not supported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # old kernel or a filesystem without it
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def swap_into_place(staging: Path, output_dir: Path) -> None:
+    """Replace `output_dir` by the complete run in `staging`, so that a crash at any point leaves one of them whole.
+
+    With renameat2 the two folders trade places atomically (`output_dir` never disappears); elsewhere
+    the old folder is renamed aside first. `recover_interrupted_swap` finishes either on the next start.
+    """
+    _set_marker(staging, "complete")
+    if not output_dir.exists():
+        os.rename(staging, output_dir)
+    else:
+        _set_marker(output_dir, "replaced")
+        if _exchange(staging, output_dir):
+            old = staging
+        else:
+            old = output_dir.with_name(output_dir.name + REPLACED_SUFFIX)
+            os.rename(output_dir, old)
+            os.rename(staging, output_dir)
+        _remove_marked_tree(old)
+    (output_dir / MARKER).unlink(missing_ok=True)
+
+
+def recover_interrupted_swap(output_dir: str | Path) -> None:
+    """Finish (or undo) a swap that a crash cut short, from what the marker files say.
+
+    Only folders carrying llmtune's marker are moved or deleted; a staging folder of an interrupted
+    training run ("training") is left for --resume / --overwrite to decide.
+    """
+    output_dir = Path(output_dir)
+    staging = staging_dir(output_dir)
+    replaced = output_dir.with_name(output_dir.name + REPLACED_SUFFIX)
+    if _marker(replaced) == "replaced":
+        if not output_dir.exists():
+            # Cut between the two renames of the fallback swap: the new run is whole in staging.
+            source = staging if _marker(staging) == "complete" else replaced
+            logger.warning("finishing an interrupted swap: moving %s to %s", source, output_dir)
+            os.rename(source, output_dir)
+        if replaced.exists():
+            logger.warning("removing %s, the previous output directory left by an interrupted swap", replaced)
+            _remove_marked_tree(replaced)
+    state = _marker(staging)
+    if state == "complete":
+        logger.warning("finishing an interrupted swap: the completed run in %s replaces %s", staging, output_dir)
+        swap_into_place(staging, output_dir)
+    elif state == "replaced":
+        logger.warning("removing %s, the previous output directory left by an interrupted swap", staging)
+        _remove_marked_tree(staging)
+    if output_dir.is_dir() and _marker(output_dir) is not None:
+        (output_dir / MARKER).unlink()
+
+
+def _is_main_process() -> bool:
+    """Rank 0 (or a single process), from the launcher's environment: usable before torch.distributed starts."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def checkpoint_is_complete(checkpoint: str | Path) -> bool:
+    """A checkpoint folder is complete once Trainer has written trainer_state.json, the last file of `_save_checkpoint`.
+
+    A kill while a checkpoint is saved leaves the folder without it (or with a truncated one).
+    """
+    try:
+        json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The last complete `checkpoint-N` in `folder`; incomplete ones after it are reported and deleted.
+
+    They are deleted (by the main process) because Trainer would otherwise trip on them later (when
+    rotating checkpoints or picking the last one), and they hold nothing to resume from.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    numbered = []
+    for child in folder.iterdir():
+        prefix, _, number = child.name.partition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() and child.is_dir():
+            numbered.append((int(number), child))
+    for _, checkpoint in sorted(numbered, reverse=True):
+        if checkpoint_is_complete(checkpoint):
+            return str(checkpoint)
+        logger.warning(
+            "skipping %s: it is incomplete (no trainer_state.json; the run was stopped while saving it); deleting it", checkpoint
+        )
+        if _is_main_process():
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
 
 def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> str | None:
     """Decide what to do with an existing output directory, before any work is done.
 
+    Also finishes a swap that a crash cut short (see `recover_interrupted_swap`).
+
     Args:
         output_dir: `training.output_dir`.
-        overwrite: `--overwrite`: replace what is there (only once the run has loaded its data and model).
-        resume: `--resume`: continue from the last checkpoint there.
+        overwrite: `--overwrite`: replace what is there (once the new run is complete) and discard an
+            interrupted run's staging folder.
+        resume: `--resume`: continue from the last complete checkpoint of an interrupted run (in the
+            staging folder) or of a completed one (in the output directory).
 
     Returns:
         The checkpoint to resume from, or None.
 
     Raises:
-        UserError: the directory is not empty and neither flag was given, both flags were given, or
-            --resume finds no checkpoint.
+        UserError: an output location that cannot be written, a non-empty directory or an interrupted
+            run and neither flag given, both flags given, or --resume finding no checkpoint.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     path = Path(output_dir)
+    staging = staging_dir(path)
     if overwrite and resume:
         raise UserError("--overwrite and --resume contradict each other: pick one.")
-    if path.exists() and not path.is_dir():
-        raise UserError(f"training.output_dir: {path} is a file, not a directory. Choose another output_dir.")
+    check_writable(path, "training.output_dir", "dir")
+    if _is_main_process():
+        recover_interrupted_swap(path)
     if resume:
-        last = get_last_checkpoint(str(path)) if path.is_dir() else None
+        last = last_complete_checkpoint(staging) or last_complete_checkpoint(path)
         if last is None:
             raise UserError(f"--resume: no checkpoint-* folder in {path} to resume from. Run without --resume to start fresh.")
         logger.info("resuming from %s", last)
         return last
+    if staging.exists() and not overwrite:
+        raise UserError(
+            f"training.output_dir: {staging} holds an interrupted run of {path}. Pass --resume to continue it, or "
+            "--overwrite to discard it and start over."
+        )
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UserError(
             f"training.output_dir: {path} is not empty. Pass --overwrite to replace it, --resume to continue from its "
@@ -65,16 +299,53 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> s
     return None
 
 
-def clear_output_dir(output_dir: str | Path) -> None:
-    """Empty the output directory (for --overwrite), called only once the run is about to train."""
-    path = Path(output_dir)
-    if path.is_dir():
-        for child in path.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+def prepare_staging(output_dir: str | Path, checkpoint: str | None) -> Path:
+    """Make the staging folder the run trains into, keeping it when resuming from one of its checkpoints.
+
+    Called by the main process as the last step before training, so a mistake found while loading
+    data or model leaves an interrupted run's staging folder as it was. Resuming from a completed
+    run's checkpoint starts a fresh staging folder holding (hard links to) that run's checkpoints, so
+    they are still there after the swap.
+
+    Returns:
+        The staging folder.
+    """
+    output_dir = Path(output_dir)
+    staging = staging_dir(output_dir)
+    if checkpoint is not None and Path(checkpoint).parent.resolve() == staging.resolve():
+        logger.info("continuing the interrupted run in %s", staging)
+        return staging
+    if staging.exists():
+        logger.info("discarding the interrupted run in %s", staging)
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    _set_marker(staging, "training")
+    if checkpoint is not None:
+        for previous in Path(checkpoint).parent.glob("checkpoint-*"):
+            if previous.is_dir():
+                # Trainer never rewrites a checkpoint's files in place (a resumed run saves later steps
+                # under new names and rotation unlinks), so links are safe and cost no space.
+                shutil.copytree(previous, staging / previous.name, copy_function=_link_or_copy)
+    logger.info("training into %s; it replaces %s once the run is complete", staging, output_dir)
+    return staging
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
 
 
 def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArguments, list[Any]]:
     """Build TrainingArguments from `training:` (over llmtune's and the task's defaults) and the callbacks it asks for.
+
+    Trainer's output_dir is the staging folder (`staging_dir`): checkpoints and the final save go
+    there, and `finish_run` swaps it into `training.output_dir`.
 
     Args:
         cfg: the run config.
@@ -97,6 +368,7 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
             "processes only through mpirun). For DDP on CPUs use `accelerate launch --multi_gpu --num_processes N -m "
             "llmtune ...` or `torchrun --nproc_per_node N -m llmtune ...`; see README, Multi-GPU and multi-node."
         )
+    kwargs["output_dir"] = str(staging_dir(user["output_dir"]))
     callbacks = []
     if extras.get("early_stopping_patience") is not None:
         # EarlyStoppingCallback needs the best model tracked, so evaluation and saving must line up.
@@ -115,53 +387,147 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
         raise UserError(f"training: {exc}") from exc
 
 
+def log_before_save() -> Any:
+    """A Trainer callback that logs the training loss at every step that evaluates or saves a checkpoint.
+
+    Trainer keeps the loss of the steps since its last log in memory only; logged, it lands in
+    `log_history`, which each checkpoint's trainer_state.json carries. A run resumed from any
+    checkpoint then knows the summed loss of every step before it (see `whole_run_train_loss`).
+    """
+    from transformers import TrainerCallback
+
+    class LogBeforeSave(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if control.should_save or control.should_evaluate:
+                control.should_log = True
+            return control
+
+        on_epoch_end = on_step_end
+
+    return LogBeforeSave()
+
+
+def run_tokenizer(cfg: RunConfig, checkpoint: str | None, texts: Any) -> Any:
+    """The tokenizer of a training run: the one saved in the checkpoint when resuming, else `load_tokenizer`.
+
+    A resumed run must see the token ids its weights were trained with; training a tokenizer again
+    (tokenizer.train) could give other ids.
+
+    Raises:
+        UserError: resuming a run that trains its tokenizer from a checkpoint without tokenizer files.
+    """
+    from llmtune.modeling import load_tokenizer
+
+    if checkpoint is not None:
+        if (Path(checkpoint) / "tokenizer_config.json").is_file():
+            from transformers import AutoTokenizer
+
+            logger.info("resuming with the tokenizer saved in %s", checkpoint)
+            return AutoTokenizer.from_pretrained(checkpoint)
+        if cfg.tokenizer.train is not None:
+            raise UserError(
+                f"--resume: {checkpoint} has no tokenizer files, and tokenizer.train would train a different one. "
+                "Start over with --overwrite."
+            )
+    return load_tokenizer(cfg.model, cfg.tokenizer, texts, cfg.data.max_length)
+
+
 def make_trainer(
     cfg: RunConfig,
     model: Any,
     tokenizer: Any,
     encoded: Any,
-    overwrite: bool,
+    checkpoint: str | None,
     training_defaults: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
-    """Build the Trainer of a training command over its train/validation splits.
+    """Build the Trainer of a training command over its train/validation splits, training into the staging folder.
 
-    Clears the output directory for --overwrite here, the last step before training: by then the
-    data, tokenizer and model have all loaded, so a mistake in any of them leaves the directory as it was.
+    The staging folder is made (or an interrupted run's discarded, unless resuming from it) here, the
+    last step before training: by then data, tokenizer and model have all loaded, so a mistake in any
+    of them changes nothing on disk. The output directory itself is untouched until `finish_run`.
 
     Args:
         cfg: the run config (`training:` and seed).
         model: the model to train.
         tokenizer: saved with the model (`processing_class`).
         encoded: splits with `train` and `validation`.
-        overwrite: empty the output directory first.
+        checkpoint: the checkpoint the run resumes from (from `check_output_dir`), or None.
         training_defaults: the task's TrainingArguments defaults, under the user's `training:`.
+        callbacks: the task's own Trainer callbacks.
         trainer_kwargs: the task's collator, metrics and the like.
     """
     from transformers import Trainer
 
-    args, callbacks = training_arguments(cfg, **(training_defaults or {}))
-    if overwrite:
-        clear_output_dir(args.output_dir)
-    return Trainer(
+    args, requested = training_arguments(cfg, **(training_defaults or {}))
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
-        callbacks=callbacks,
+        callbacks=[log_before_save(), *requested, *(callbacks or [])],
         **trainer_kwargs,
     )
+    # Every process has passed check_output_dir before the main one creates the staging folder,
+    # and none starts training before it exists.
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        prepare_staging(cfg.training["output_dir"], checkpoint)
+    trainer.accelerator.wait_for_everyone()
+    return trainer
+
+
+def whole_run_train_loss(trainer: Trainer, training_loss: float, checkpoint: str | None) -> float | None:
+    """The mean training loss over every step of the run, including those before a resume.
+
+    Trainer's `train_loss` covers only the steps of this `train()` call. The steps before the
+    checkpoint are summed from the logged losses in its `log_history` (`LogBeforeSave` guarantees
+    a log at the checkpoint's step).
+
+    Returns:
+        The whole-run mean, or None when the checkpoint's log does not reach its step (a checkpoint
+        written without `LogBeforeSave`).
+    """
+    end = trainer.state.global_step
+    if checkpoint is None:
+        return training_loss
+    start = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    summed, last = 0.0, 0
+    for entry in trainer.state.log_history:
+        if "loss" in entry and last < entry["step"] <= start:
+            summed += entry["loss"] * (entry["step"] - last)
+            last = entry["step"]
+    if last != start:
+        return None
+    return (summed + training_loss * (end - start)) / max(end, 1)
 
 
 def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: Any = None) -> dict[str, Any]:
     """Train (or resume), then evaluate on the validation set and, when there is one, the test set.
 
     Returns:
-        train_* metrics from training, eval_* from the validation set, test_* from the test set.
+        train_* metrics from training (train_loss over the whole run, also after a resume),
+        eval_* from the validation set, test_* from the test set.
     """
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    except BaseException:
+        # A failed run's staging folder is kept for --resume only when it holds a checkpoint to resume from.
+        staging = Path(trainer.args.output_dir)
+        if trainer.is_world_process_zero() and staging.is_dir() and last_complete_checkpoint(staging) is None:
+            logger.info("removing %s: the run failed before its first checkpoint", staging)
+            _remove_marked_tree(staging)
+        raise
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
+    whole = whole_run_train_loss(trainer, train_result.training_loss, checkpoint)
+    if whole is not None:
+        metrics["train_loss"] = whole
+    else:
+        # Say what the number covers rather than pass it off as the whole run's.
+        metrics["train_loss_since_resume"] = metrics.pop("train_loss")
+        logger.warning("train_loss_since_resume covers only the steps after %s (its log does not reach its step)", checkpoint)
     metrics.update(trainer.evaluate())
     if test_dataset is not None:
         metrics.update(trainer.evaluate(test_dataset, metric_key_prefix="test"))
@@ -181,8 +547,13 @@ def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_model_card(output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> None:
-    """Write a model card (README.md) saying how the model was made and how to use it."""
+def write_model_card(output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, folder: Path | None = None) -> None:
+    """Write a model card (README.md) saying how the model was made and how to use it.
+
+    Args:
+        output_dir: where the model will live (named in the card).
+        folder: where to write the card now (the staging folder), by default `output_dir`.
+    """
     from llmtune import __version__
 
     base = cfg.model.name_or_path or f"random init ({cfg.model.from_config.get('model_type')} from config)"
@@ -217,13 +588,15 @@ from transformers import pipeline
 pipe = pipeline("{pipeline_tag}", model="{output_dir}")
 ```
 """
-    (output_dir / "README.md").write_text(card, encoding="utf-8")
+    write_text_atomically((folder or output_dir) / "README.md", card)
 
 
 def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
-    """Save the model, tokenizer, resolved config, metrics, model card and training_curves.png into the output directory.
+    """Save the model, tokenizer, resolved config, metrics, model card and training_curves.png, then swap them into place.
 
-    Only the main process writes (under torchrun/accelerate every rank runs this).
+    Everything is written into the staging folder, which then replaces `training.output_dir` in one
+    rename (`swap_into_place`). Only the main process writes and swaps (under torchrun/accelerate every
+    rank runs this); the others wait for it.
 
     Returns:
         The JSON-safe metrics.
@@ -231,14 +604,18 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
     from llmtune.config import save_config
 
     metrics = clean_metrics(metrics)
-    output_dir = Path(trainer.args.output_dir)
-    trainer.save_model(str(output_dir))
+    staging = Path(trainer.args.output_dir)
+    output_dir = Path(cfg.training["output_dir"])
+    trainer.save_model(str(staging))
     trainer.save_state()
     if trainer.is_world_process_zero():
-        save_config(cfg, output_dir / "llmtune.yaml")
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        write_model_card(output_dir, cfg, metrics, command, pipeline_tag)
+        save_config(cfg, staging / "llmtune.yaml")
+        write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_model_card(output_dir, cfg, metrics, command, pipeline_tag, folder=staging)
         from llmtune.plots import training_curves
 
-        training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+        training_curves(trainer.state.log_history, staging / "training_curves.png")
+        swap_into_place(staging, output_dir)
+        logger.info("saved the run in %s", output_dir)
+    trainer.accelerator.wait_for_everyone()
     return metrics

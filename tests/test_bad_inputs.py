@@ -510,7 +510,71 @@ CASES: list[Case] = [
         lambda tmp: ["validate", str(classification_config(tmp)), f"training.hub_token={SECRET}"],
         ["training.hub_token (command-line override)", "HF_TOKEN environment variable"],
     ),
+    # --- output locations, --overwrite and interrupted runs (A1: nothing on disk is lost) --------------
+    Case(
+        "output-dir-is-a-file",
+        lambda tmp: ["finetune", str(classification_config(tmp)), "--overwrite"] if _write(tmp / "run", "a file") else [],
+        ["training.output_dir:", "run is a file, not a directory", "Choose another training.output_dir"],
+    ),
+    Case(
+        "output-dir-under-a-file",
+        lambda tmp: ["finetune", str(classification_config(tmp)), f"training.output_dir={_write(tmp / 'notes.txt', 'x')}/run"],
+        ["training.output_dir:", "lies under", "notes.txt, which is a file, not a folder"],
+    ),
+    Case(
+        "interrupted-run-without-flag",
+        lambda tmp: ["finetune", str(classification_config(tmp))] if _interrupted_run(tmp) else [],
+        ["run.incomplete holds an interrupted run", "--resume to continue it", "--overwrite to discard it"],
+    ),
+    Case(
+        "overwrite-max-length-above-positions-keeps-previous-run",
+        lambda tmp: ["pretrain-mlm", str(_mlm_config(tmp)), "data.max_length=128", "--overwrite"] if previous_run(tmp) else [],
+        ["data.max_length: 128 tokens", "max_position_embeddings"],
+    ),
+    Case(
+        "overwrite-bad-column-keeps-interrupted-run",
+        lambda tmp: ["finetune", str(classification_config(tmp)), "data.text_column=review", "--overwrite"] if _interrupted_run(tmp) else [],
+        ["data.text_column", "'review' not found"],
+    ),
+    Case(
+        "predict-output-is-a-directory",
+        lambda tmp: ["predict", "--model", str(tmp / "model"), "--input", str(_write(tmp / "in.txt", "a text\n")), "--output", str(_mkdir(tmp / "out"))],
+        ["--output:", "out is a directory", "Give a file path"],
+    ),
+    Case(
+        "generate-output-is-a-directory",
+        lambda tmp: ["generate", "--model", str(tmp / "model"), "--prompt", "hi", "--output", str(_mkdir(tmp / "out"))],
+        ["--output:", "out is a directory", "Give a file path"],
+    ),
+    Case(
+        "evaluate-output-dir-is-a-file",
+        lambda tmp: ["evaluate", "--model", str(tmp / "model"), "--output-dir", str(_write(tmp / "report", "a file"))],
+        ["--output-dir:", "report is a file, not a directory"],
+    ),
 ]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _interrupted_run(tmp: Path) -> Path:
+    """What a killed run leaves: the staging folder beside the output directory, with a checkpoint."""
+    staging = _mkdir(tmp / "run.incomplete")
+    (staging / ".llmtune-staging").write_text("training\n", encoding="utf-8")
+    (_mkdir(staging / "checkpoint-2") / "trainer_state.json").write_text('{"global_step": 2}', encoding="utf-8")
+    return staging
+
+
+def _mlm_config(tmp: Path) -> Path:
+    """A tiny from-scratch pretrain-mlm config (64 positions) writing to tmp/run."""
+    (tmp / "corpus.txt").write_text("\n".join(text for text, _ in sentiment_rows(40, seed=3)) + "\n", encoding="utf-8")
+    return _write(
+        tmp / "mlm.yaml",
+        VALID_HEAD.split("data:")[0].format()
+        + f"data:\n  train_file: {tmp / 'corpus.txt'}\n  validation_split: 0.2\ntraining:\n  output_dir: {tmp / 'run'}\n",
+    )
 
 
 def _write(path: Path, text: str) -> Path:

@@ -10,7 +10,7 @@ from llmtune import data as data_lib
 from llmtune import runs
 from llmtune.errors import UserError
 from llmtune.lm import IGNORE_INDEX, causal_preprocess, lm_metrics
-from llmtune.modeling import load_model, load_tokenizer
+from llmtune.modeling import load_model
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -67,8 +67,8 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
 
     Args:
         cfg: the validated finetune config with `task: causal-lm`.
-        overwrite: replace a non-empty output directory.
-        resume: continue from the last checkpoint in the output directory.
+        overwrite: replace a non-empty output directory (once the new run is complete).
+        resume: continue from the last complete checkpoint (of an interrupted or a completed run).
 
     Returns:
         The final metrics: eval_perplexity, eval_loss, ... (validation), test_* (with test data) and train_*.
@@ -90,7 +90,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     splits = data_lib.with_validation(splits, cfg.data, cfg.seed)
 
     train_texts = (str(t) for t in splits["train"][cfg.data.text_column] if t is not None)
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)
+    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
     if tokenizer.eos_token is None:
         raise UserError("tokenizer: it has no EOS token, which a causal LM needs to end documents; use a GPT-style tokenizer.")
     if tokenizer.pad_token is None:
@@ -109,7 +109,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     )
 
     trainer = runs.make_trainer(
-        cfg, model, tokenizer, encoded, overwrite,
+        cfg, model, tokenizer, encoded, checkpoint,
         data_collator=CausalLMCollator(tokenizer),
         compute_metrics=lm_metrics,
         preprocess_logits_for_metrics=causal_preprocess,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
 from llmtune import runs
-from llmtune.modeling import load_model, load_tokenizer
+from llmtune.modeling import load_model
 
 if TYPE_CHECKING:
     from llmtune.config.schema import FinetuneConfig
@@ -59,8 +59,8 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
 
     Args:
         cfg: the validated finetune config.
-        overwrite: replace a non-empty output directory.
-        resume: continue from the last checkpoint in the output directory.
+        overwrite: replace a non-empty output directory (once the new run is complete).
+        resume: continue from the last complete checkpoint (of an interrupted or a completed run).
 
     Returns:
         The final metrics: eval_* (validation), test_* (when there is test data) and train_*.
@@ -85,7 +85,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
 
     text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
     train_texts = (str(text) for column in text_columns for text in splits["train"][column])
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)
+    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
     encoded = data_lib.tokenize_texts(splits, tokenizer, cfg.data)
     model = load_model(
         AutoModelForSequenceClassification,
@@ -104,7 +104,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     model.accepts_loss_kwargs = False
 
     trainer = runs.make_trainer(
-        cfg, model, tokenizer, encoded, overwrite,
+        cfg, model, tokenizer, encoded, checkpoint,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
     )

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
-from llmtune.runs import clean_metrics
+from llmtune.runs import atomic_writer, check_writable, clean_metrics, write_text_atomically
 from llmtune.errors import DataError, GateFailure, UserError
 
 if TYPE_CHECKING:
@@ -483,7 +483,7 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
     from llmtune import metrics as metrics_lib
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
     from llmtune.modeling import load_for_inference
-    from llmtune.tasks.generate import write_atomically
+    from llmtune.tasks.generate import write_jsonl
 
     cfg, data, split = ctx.cfg, ctx.data, ctx.cfg.eval.split
     splits = load_eval_split(data, split, ctx.seed)
@@ -547,7 +547,8 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
         for prompt, reference, out in zip(prompts, references, outputs)
     ]
     path = ctx.output_dir / "generations.jsonl"
-    write_atomically(rows, path)
+    with atomic_writer(path) as handle:
+        write_jsonl(rows, handle)
     result["files"] = [str(path)]
     return result
 
@@ -648,6 +649,8 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
 
     from llmtune.modeling import from_pretrained
 
+    if cfg.output_dir:
+        check_writable(cfg.output_dir, "--output-dir", "dir")
     model_config = from_pretrained(
         AutoConfig, "model.name_or_path", cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
     )
@@ -670,5 +673,5 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
     result.update({k: v for k, v in measured.items() if k not in result})
     if output_dir is not None:
         result.setdefault("files", []).insert(0, str(output_dir / "metrics.json"))
-        (output_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text_atomically(output_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result

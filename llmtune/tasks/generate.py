@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from llmtune.errors import DataError, UserError
@@ -83,19 +80,6 @@ def write_jsonl(rows: list[dict[str, Any]], stream: IO[str]) -> None:
     stream.flush()
 
 
-def write_atomically(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write to a temporary file next to `path` and rename it, so a partial file never looks complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            write_jsonl(rows, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _streamer(tokenizer: Any) -> Any:
     """A TextStreamer that shows the text as it is produced on stderr (stdout carries only JSONL)."""
     from transformers import TextStreamer
@@ -136,7 +120,10 @@ def run(
 
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
     from llmtune.modeling import load_for_inference
+    from llmtune.runs import atomic_writer, check_writable
 
+    if output is not None:
+        check_writable(output, "--output", "file")
     items = collect_prompts(cfg, prompts, input_path, input_fmt)
     set_seed(cfg.seed)
     model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
@@ -154,7 +141,8 @@ def run(
         raise DataError(f"{items[exc.index].source}: the prompt {exc.detail}") from None
     rows = records(items, results)
     if output is not None:
-        write_atomically(rows, Path(output))
+        with atomic_writer(output) as handle:  # a partial file never looks complete
+            write_jsonl(rows, handle)
         logger.info("wrote %d records to %s", len(rows), output)
     elif stdout is not None:
         write_jsonl(rows, stdout)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from pathlib import Path
 from typing import Any, TextIO
 
 from llmtune.errors import UserError
@@ -106,7 +106,10 @@ def run(
     """
     from llmtune.inputs import read_records
     from llmtune.modeling import context_length
+    from llmtune.runs import atomic_writer, check_writable
 
+    if output not in (None, "-"):
+        check_writable(output, "--output", "file")
     records = read_records(input, text_field, text_pair_field)
     classifier, tokenizer = load_classifier(model)
     limit = context_length(tokenizer, classifier.config, max_length)
@@ -118,14 +121,12 @@ def run(
     probabilities = class_probabilities(classifier, tokenizer, features, batch_size)
     names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
     keep = len(names) if top_k is None else min(top_k, len(names))
-    target = Path(output).open("w", encoding="utf-8") if output not in (None, "-") else stream
-    try:
+    with contextlib.ExitStack() as stack:
+        # To a file: written under a temporary name and renamed when complete, so it never looks finished early.
+        target = stack.enter_context(atomic_writer(output)) if output not in (None, "-") else stream
         for record, row in zip(records, probabilities):
             ranked = sorted(range(len(names)), key=lambda j: -row[j])[:keep]
             line = {k: v for k, v in record.fields.items() if k not in (text_field, text_pair_field)}
             line.update(label=names[ranked[0]], score=float(row[ranked[0]]), probabilities={names[j]: float(row[j]) for j in ranked})
             target.write(json.dumps(line, ensure_ascii=False) + "\n")
-    finally:
-        if target is not stream:
-            target.close()
     return {"rows": len(records), "truncated": truncated, "max_length": limit}

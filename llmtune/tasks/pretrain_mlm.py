@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llmtune import data as data_lib
 from llmtune import lm, runs
 from llmtune.errors import UserError
-from llmtune.modeling import context_length, load_model, load_tokenizer, model_positions
+from llmtune.modeling import context_length, load_model, model_positions
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -57,8 +57,8 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
 
     Args:
         cfg: the validated pretrain-mlm config.
-        overwrite: replace a non-empty output directory.
-        resume: continue from the last checkpoint in the output directory.
+        overwrite: replace a non-empty output directory (once the new run is complete).
+        resume: continue from the last complete checkpoint (of an interrupted or a completed run).
 
     Returns:
         The final metrics: eval_perplexity, eval_token_accuracy, ... (validation), test_* and train_*.
@@ -73,7 +73,7 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
 
     splits = load_texts(cfg)
     train_texts = (str(text) for text in splits["train"][cfg.data.text_column] if text is not None)
-    tokenizer = load_tokenizer(cfg.model, cfg.tokenizer, train_texts, cfg.data.max_length)
+    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
     model = load_model(AutoModelForMaskedLM, cfg.model, tokenizer)
     block = context_length(tokenizer, None, cfg.data.max_length)
     positions = model_positions(model.config)
@@ -86,10 +86,13 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
     logger.info("%d training and %d validation examples of up to %d tokens", len(encoded["train"]), len(encoded["validation"]), block)
 
     # The datasets hold only what the collator needs; keep offset_mapping/special_tokens_mask for masking.
+    # Training masks come from (seed, epoch, batch), not the global RNG, so a resumed run masks as an uninterrupted one.
+    collator = lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of, batch_seed=cfg.seed)
     trainer = runs.make_trainer(
-        cfg, model, tokenizer, encoded, overwrite,
+        cfg, model, tokenizer, encoded, checkpoint,
         training_defaults={"remove_unused_columns": False},
-        data_collator=lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of),
+        callbacks=[lm.masking_epoch(collator)],
+        data_collator=collator,
         preprocess_logits_for_metrics=lm.masked_preprocess,
         compute_metrics=lm.lm_metrics,
         compute_loss_func=lm.masked_lm_loss,
