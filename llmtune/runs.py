@@ -1,7 +1,7 @@
 """What every training command shares: the output directory contract, TrainingArguments, saving results.
 
 An output directory is a normal Hugging Face model directory plus `llmtune.yaml` (the resolved
-config), `metrics.json`, `training_curves.png` and a model card (README.md).
+config), `manifest.json` (how to repeat the run), `metrics.json`, `training_curves.png` and a model card (README.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmtune import manifest
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
 
@@ -28,20 +29,21 @@ logger = logging.getLogger(__name__)
 TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none"}
 
 
-def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> str | None:
+def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool, cfg: RunConfig | None = None) -> str | None:
     """Decide what to do with an existing output directory, before any work is done.
 
     Args:
         output_dir: `training.output_dir`.
         overwrite: `--overwrite`: replace what is there (only once the run has loaded its data and model).
         resume: `--resume`: continue from the last checkpoint there.
+        cfg: the run config, checked against the checkpoint's saved one on --resume.
 
     Returns:
         The checkpoint to resume from, or None.
 
     Raises:
         UserError: the directory is not empty and neither flag was given, both flags were given, or
-            --resume finds no checkpoint.
+            --resume finds no checkpoint, or the config cannot continue the checkpoint's run.
     """
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -54,6 +56,8 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> s
         last = get_last_checkpoint(str(path)) if path.is_dir() else None
         if last is None:
             raise UserError(f"--resume: no checkpoint-* folder in {path} to resume from. Run without --resume to start fresh.")
+        if cfg is not None:
+            manifest.check_resume(cfg, last)
         logger.info("resuming from %s", last)
         return last
     if path.is_dir() and any(path.iterdir()) and not overwrite:
@@ -131,6 +135,7 @@ def make_trainer(
     from transformers import Trainer
 
     args, callbacks = training_arguments(cfg, **(training_defaults or {}))
+    callbacks.append(manifest.run_recorder(cfg, manifest.for_training(cfg, args)))
     if overwrite:
         clear_output_dir(args.output_dir)
     return Trainer(
@@ -150,6 +155,8 @@ def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: A
     Returns:
         train_* metrics from training, eval_* from the validation set, test_* from the test set.
     """
+    if checkpoint is not None and (record := manifest.run_manifest(trainer)) is not None:
+        record["resumed_from"] = str(checkpoint)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {k if k.startswith("train_") else f"train_{k}": v for k, v in train_result.metrics.items()}
     metrics.update(trainer.evaluate())
@@ -211,7 +218,7 @@ pipe = pipeline("{pipeline_tag}", model="{output_dir}")
 
 
 def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
-    """Save the model, tokenizer, resolved config, metrics, model card and training_curves.png into the output directory.
+    """Save the model, tokenizer, resolved config, manifest.json, metrics, model card and training_curves.png into the output directory.
 
     Only the main process writes (under torchrun/accelerate every rank runs this).
 
@@ -226,6 +233,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_config(cfg, output_dir / "llmtune.yaml")
+        manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), output_dir)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         write_model_card(output_dir, cfg, metrics, command, pipeline_tag)
         from llmtune.plots import training_curves

@@ -642,6 +642,7 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
     """
     from transformers import AutoConfig, set_seed
 
+    from llmtune import manifest
     from llmtune.modeling import from_pretrained
 
     model_config = from_pretrained(
@@ -667,4 +668,5 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
     if output_dir is not None:
         result.setdefault("files", []).insert(0, str(output_dir / "metrics.json"))
         (output_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        manifest.write(manifest.for_evaluation(cfg, data, seed, model_config), output_dir)
     return result
