@@ -39,8 +39,8 @@ DATA_FILE_KEYS = ("train_file", "validation_file", "test_file")
 
 # Config keys a resumed run may change: they decide what is logged, evaluated, saved or where, never
 # which examples are seen in which order or how the weights are updated. Everything else (model,
-# tokenizer, data, seed, batch sizes, optimizer and schedule, epochs/max_steps, precision, task, mlm)
-# must match: a resume then continues the same run, bit for bit.
+# tokenizer, data, seed, batch sizes, optimizer and schedule, precision, task, mlm) must match: a
+# resume then continues the same run, bit for bit. The length (EXTENDING) is the one exception.
 HARMLESS_TRAINING = {
     # output and logging
     "output_dir", "overwrite_output_dir", "logging_dir", "logging_strategy", "logging_steps", "logging_first_step",
@@ -57,6 +57,10 @@ HARMLESS_TRAINING = {
     "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_persistent_workers", "dataloader_pin_memory",
 }
 HARMLESS = {f"training.{key}" for key in HARMLESS_TRAINING} | {"metrics"}
+# Allowed so a finished run can be trained further (`--resume training.num_train_epochs=4`), with a
+# warning: the learning-rate schedule is laid out again over the new length, so the steps already done
+# followed another schedule than an uninterrupted run of the new length would have.
+EXTENDING = {"training.num_train_epochs", "training.max_steps"}
 
 
 # --- the manifest -----------------------------------------------------------------------------------
@@ -345,8 +349,9 @@ def check_resume(cfg: RunConfig, checkpoint: str | Path) -> None:
             key, path = source.get("key"), source.get("path")
             if key and key not in changed_paths and path and Path(path).is_file() and file_sha256(path) != source.get("sha256"):
                 diffs.append((f"{key} (content)", f"sha256 {source['sha256'][:12]}", f"sha256 {file_sha256(path)[:12]}"))
-    breaking = [d for d in diffs if d[0] not in HARMLESS]
+    breaking = [d for d in diffs if d[0] not in HARMLESS | EXTENDING]
     allowed = [d for d in diffs if d[0] in HARMLESS]
+    extended = [d for d in diffs if d[0] in EXTENDING]
     if breaking:
         lines = "\n".join(f"  - {key}: {_show(key, a)} in the run, {_show(key, b)} now" for key, a, b in breaking)
         raise UserError(
@@ -356,6 +361,12 @@ def check_resume(cfg: RunConfig, checkpoint: str | Path) -> None:
         )
     for key, a, b in allowed:
         logger.warning("--resume: %s changed from %s to %s (allowed: it does not change the training itself)", key, _show(key, a), _show(key, b))
+    for key, a, b in extended:
+        logger.warning(
+            "--resume: %s changed from %s to %s: the run's length changes, and with it the learning-rate schedule from here on; "
+            "the result is not what an uninterrupted run with %s would give.",
+            key, _show(key, a), _show(key, b), _show(key, b),
+        )
 
 
 def for_evaluation(cfg: Any, data: DataSection | None, seed: int, model_config: Any) -> dict[str, Any]:
