@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune.config.validate import suggest
 from llmtune.errors import DataError
-from llmtune.modeling import context_length
+from llmtune.modeling import context_length, settings_kept
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -340,9 +340,10 @@ def tokenize_texts(splits: DatasetDict, tokenizer: Any, data: DataSection, keep:
         return tokenizer(first, second, truncation=True, max_length=max_length)
 
     out = {}
-    for role, ds in splits.items():
-        remove = [c for c in ds.column_names if c not in keep]
-        out[role] = ds.map(_tokenize, batched=True, remove_columns=remove, desc=f"tokenizing ({role})")
+    with settings_kept(tokenizer):
+        for role, ds in splits.items():
+            remove = [c for c in ds.column_names if c not in keep]
+            out[role] = ds.map(_tokenize, batched=True, remove_columns=remove, desc=f"tokenizing ({role})")
     return type(splits)(out)
 
 
@@ -387,7 +388,8 @@ def tokenize_for_lm(
 
     out = {}
     for role, ds in splits.items():
-        out[role] = ds.map(_tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=f"tokenizing ({role})")
+        with settings_kept(tokenizer):
+            out[role] = ds.map(_tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=f"tokenizing ({role})")
         if len(out[role]) == 0:
             raise DataError(f"{SPLIT_KEYS.get(role, role)}: no text left after tokenizing column '{column}' (every row is empty).")
     return type(splits)(out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,48 +37,149 @@ def from_pretrained(cls: Any, key: str, name: str, **kwargs: Any) -> Any:
         raise _unreachable(key, name, exc) from exc
 
 
+# tokenizers' default for BertWordPieceTokenizer: at most this many distinct characters start the vocabulary.
+WORDPIECE_ALPHABET_LIMIT = 1000
+WORDPIECE_PREFIX = "##"
+
+
+def _text_batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _count_words(texts: Iterable[str], normalizer: Any, pre_tokenizer: Any) -> Counter[str]:
+    """Count the words the WordPiece trainer would see: each text normalized and pre-tokenized as BERT does."""
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    return words
+
+
+def wordpiece_alphabet(words: Counter[str], limit: int = WORDPIECE_ALPHABET_LIMIT) -> tuple[list[str], list[str]]:
+    """The characters a WordPiece vocabulary starts from, and their word-inner pieces ("##c"), in a fixed order.
+
+    tokenizers' WordPiece trainer (its BPE trainer with a "##" prefix) gives each "##c" piece the next
+    id in the iteration order of a Rust HashMap of words, which is seeded at random in every process;
+    ties between equally frequent merges are broken by those ids, so the same text gave a different
+    vocabulary in each process. It also breaks ties at the alphabet limit in that random order. Both
+    orders are fixed here: the alphabet is the `limit` most frequent characters (ties by code point),
+    and every piece is numbered up front, sorted, so no id depends on a hash order.
+
+    Args:
+        words: word counts from `_count_words`.
+        limit: keep at most this many distinct characters (rarer ones become [UNK]).
+
+    Returns:
+        (alphabet, pieces): the kept characters, and "##c" for each kept character seen inside a word.
+    """
+    chars: Counter[str] = Counter()
+    inner: set[str] = set()
+    for word, count in words.items():
+        for char in word:
+            chars[char] += count
+        inner.update(word[1:])
+    alphabet = sorted(sorted(chars, key=lambda c: (-chars[c], c))[:limit])
+    kept = set(alphabet)
+    return alphabet, [WORDPIECE_PREFIX + c for c in sorted(inner & kept)]
+
+
+def _train_wordpiece(spec: TokenizerTrainSection, texts: Iterable[str]) -> Any:
+    """Train a BERT WordPiece tokenizer whose vocabulary is the same in every process (see `wordpiece_alphabet`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    bert = BertWordPieceTokenizer(lowercase=spec.lowercase)
+    words = _count_words(texts, bert.normalizer, bert.pre_tokenizer)
+    alphabet, pieces = wordpiece_alphabet(words)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        # The pieces go in as "special" tokens only because the trainer numbers those first; the
+        # tokenizer is rebuilt from the vocabulary below, where only the real specials are special.
+        special_tokens=list(WORDPIECE_SPECIALS.values()) + pieces,
+        # The kept alphabet is given whole and the limit set to its size, so the trainer drops exactly the rest.
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
+        continuing_subword_prefix=WORDPIECE_PREFIX,
+    )
+    # The words are already normalized and split: train on them as counted (whitespace never occurs
+    # inside one), which also reads the text only once.
+    counter = Tokenizer(models.WordPiece(unk_token=WORDPIECE_SPECIALS["unk_token"]))
+    counter.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    counter.train_from_iterator(_text_batches(_repeated(words)), trainer=trainer)
+    return BertWordPieceTokenizer(counter.get_vocab(with_added_tokens=False), lowercase=spec.lowercase, wordpieces_prefix=WORDPIECE_PREFIX)
+
+
+def _repeated(words: Counter[str], chunk: int = 10_000) -> Iterator[str]:
+    """Each word as often as it was counted, a chunk of repetitions per string, in a fixed order."""
+    for word in sorted(words):
+        count = words[word]
+        while count > 0:
+            n = min(count, chunk)
+            yield " ".join([word] * n)
+            count -= n
+
+
 def train_tokenizer(spec: TokenizerTrainSection, texts: Iterable[str], max_length: int) -> Any:
     """Train a tokenizer from scratch with Hugging Face `tokenizers` and wrap it for transformers.
 
+    The same text and settings give byte-identical tokenizer files in every process.
+
     Args:
         spec: `tokenizer.train` (wordpiece for BERT-style models, byte-level bpe for GPT-2-style ones).
-        texts: the training text.
+        texts: the training text (read once).
         max_length: saved as the tokenizer's model_max_length.
 
     Returns:
         A `PreTrainedTokenizerFast` that `save_pretrained` / `AutoTokenizer.from_pretrained` round-trip.
     """
-    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+    from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    def batches() -> Iterator[list[str]]:
-        batch: list[str] = []
-        for text in texts:
-            batch.append(text)
-            if len(batch) == 1000:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
     if spec.type == "wordpiece":
-        tok = BertWordPieceTokenizer(lowercase=spec.lowercase)
-        tok.train_from_iterator(
-            batches(), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=list(WORDPIECE_SPECIALS.values())
-        )
+        # Built from a vocabulary, BertWordPieceTokenizer adds the [CLS] ... [SEP] post-processor that a
+        # BERT-style model needs (pooler/classifier on [CLS], document boundaries when packing).
+        tok = _train_wordpiece(spec, texts)
         specials = WORDPIECE_SPECIALS
-        # BertWordPieceTokenizer only adds [CLS] ... [SEP] when built from an existing vocabulary; a
-        # BERT-style model needs them (pooler/classifier on [CLS], document boundaries when packing).
-        from tokenizers.processors import BertProcessing
-
-        tok._tokenizer.post_processor = BertProcessing(
-            (specials["sep_token"], tok.token_to_id(specials["sep_token"])), (specials["cls_token"], tok.token_to_id(specials["cls_token"]))
-        )
     else:
+        # Byte-level BPE needs no fix: every symbol comes from the fixed 256-byte alphabet, numbered in order.
         tok = ByteLevelBPETokenizer(add_prefix_space=False)
-        tok.train_from_iterator(batches(), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])
+        tok.train_from_iterator(_text_batches(texts), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])
         specials = {"bos_token": BPE_SPECIAL, "eos_token": BPE_SPECIAL, "unk_token": BPE_SPECIAL}
     return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, model_max_length=max_length, **specials)
+
+
+@contextmanager
+def settings_kept(tokenizer: Any) -> Iterator[None]:
+    """Undo what encoding leaves in a fast tokenizer: its backend's truncation and padding settings.
+
+    Calling a fast tokenizer with `truncation=True, max_length=N` stores that truncation in its
+    backend, and `save_pretrained` writes it into tokenizer.json. Whether it was called depends on
+    the datasets cache (a cached `map` never calls it), so without this two identical runs could save
+    different tokenizer files.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        yield
+        return
+    truncation, padding = backend.truncation, backend.padding
+    try:
+        yield
+    finally:
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+        if padding is None:
+            backend.no_padding()
+        else:
+            backend.enable_padding(**padding)
 
 
 def load_tokenizer(model: ModelSection, tokenizer: TokenizerSection, texts: Iterable[str] | None, max_length: int | None = None) -> Any:

@@ -1,7 +1,7 @@
 """What every training command shares: the output directory contract, TrainingArguments, saving results.
 
 An output directory is a normal Hugging Face model directory plus `llmtune.yaml` (the resolved
-config), `metrics.json`, `training_curves.png` and a model card (README.md).
+config), `manifest.json` (how to repeat the run), `metrics.json`, `training_curves.png` and a model card (README.md).
 
 Nothing a user already has is lost: a run trains into a staging folder beside the output directory
 (`<output_dir>.incomplete`, where its checkpoints live too) and replaces the output directory only
@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from llmtune import manifest
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
 from llmtune.modeling import launched_on_cpus, lone_accelerate_cpu_process
@@ -254,7 +255,7 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
-def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> str | None:
+def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool, cfg: RunConfig | None = None) -> str | None:
     """Decide what to do with an existing output directory, before any work is done.
 
     Also finishes a swap that a crash cut short (see `recover_interrupted_swap`).
@@ -265,13 +266,15 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> s
             interrupted run's staging folder.
         resume: `--resume`: continue from the last complete checkpoint of an interrupted run (in the
             staging folder) or of a completed one (in the output directory).
+        cfg: the run config, checked against the checkpoint's saved one on --resume.
 
     Returns:
         The checkpoint to resume from, or None.
 
     Raises:
         UserError: an output location that cannot be written, a non-empty directory or an interrupted
-            run and neither flag given, both flags given, or --resume finding no checkpoint.
+            run and neither flag given, both flags given, --resume finding no checkpoint, or a config
+            that cannot continue the checkpoint's run.
     """
     path = Path(output_dir)
     staging = staging_dir(path)
@@ -284,6 +287,8 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool) -> s
         last = last_complete_checkpoint(staging) or last_complete_checkpoint(path)
         if last is None:
             raise UserError(f"--resume: no checkpoint-* folder in {path} to resume from. Run without --resume to start fresh.")
+        if cfg is not None:
+            manifest.check_resume(cfg, last)
         logger.info("resuming from %s", last)
         return last
     if staging.exists() and not overwrite:
@@ -461,6 +466,7 @@ def make_trainer(
     from transformers import Trainer
 
     args, requested = training_arguments(cfg, **(training_defaults or {}))
+    requested.append(manifest.run_recorder(cfg, manifest.for_training(cfg, args)))
     trainer = Trainer(
         model=model,
         args=args,
@@ -511,6 +517,8 @@ def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: A
         train_* metrics from training (train_loss over the whole run, also after a resume),
         eval_* from the validation set, test_* from the test set.
     """
+    if checkpoint is not None and (record := manifest.run_manifest(trainer)) is not None:
+        record["resumed_from"] = str(checkpoint)
     try:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException:
@@ -592,7 +600,7 @@ pipe = pipeline("{pipeline_tag}", model="{output_dir}")
 
 
 def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
-    """Save the model, tokenizer, resolved config, metrics, model card and training_curves.png, then swap them into place.
+    """Save the model, tokenizer, resolved config, manifest.json, metrics, model card and training_curves.png, then swap them into place.
 
     Everything is written into the staging folder, which then replaces `training.output_dir` in one
     rename (`swap_into_place`). Only the main process writes and swaps (under torchrun/accelerate every
@@ -610,6 +618,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_config(cfg, staging / "llmtune.yaml")
+        manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), staging)
         write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_model_card(output_dir, cfg, metrics, command, pipeline_tag, folder=staging)
         from llmtune.plots import training_curves

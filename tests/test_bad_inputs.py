@@ -551,6 +551,37 @@ CASES: list[Case] = [
         lambda tmp: ["evaluate", "--model", str(tmp / "model"), "--output-dir", str(_write(tmp / "report", "a file"))],
         ["--output-dir:", "report is a file, not a directory"],
     ),
+    # --- --resume with a config that cannot continue the run (issue 8, point 2: repeatable runs) --------
+    Case(
+        "resume-changed-batch-size",
+        lambda tmp: resumable_run(tmp, "training.per_device_train_batch_size=8"),
+        ["training.per_device_train_batch_size: 16 in the run, 8 now", "checkpoint-2/llmtune.yaml", "start a new run"],
+    ),
+    Case(
+        "resume-changed-model-and-tokenizer",
+        lambda tmp: resumable_run(tmp, "model.from_config.num_hidden_layers=3", "tokenizer.train.vocab_size=300"),
+        ["model.from_config.num_hidden_layers: 2 in the run, 3 now", "tokenizer.train.vocab_size: 200 in the run, 300 now"],
+    ),
+    Case(
+        "resume-changed-data-file",
+        lambda tmp: resumable_run(tmp, f"data.train_file={write_tsv(tmp / 'other.tsv', sentiment_rows(24, seed=5))}"),
+        ["data.train_file:", "train.tsv\" in the run", "other.tsv\" now"],
+    ),
+    Case(
+        "resume-changed-data-content",
+        lambda tmp: resumable_run(tmp, manifest={"data": [{"key": "data.train_file", "path": str(tmp / "train.tsv"), "sha256": "0" * 64}]}),
+        ["data.train_file (content): \"sha256 000000000000\" in the run"],
+    ),
+    Case(
+        "resume-changed-world-size",
+        lambda tmp: resumable_run(tmp, manifest={"world_size": 2}),
+        ["number of processes (world size): 2 in the run, 1 now"],
+    ),
+    Case(
+        "resume-changed-seed-and-accumulation",
+        lambda tmp: resumable_run(tmp, "seed=1", "training.gradient_accumulation_steps=4", "data.max_length=16"),
+        ["seed: 0 in the run, 1 now", "training.gradient_accumulation_steps: 1 in the run, 4 now", "data.max_length: 32 in the run, 16 now"],
+    ),
 ]
 
 
@@ -575,6 +606,21 @@ def _mlm_config(tmp: Path) -> Path:
         VALID_HEAD.split("data:")[0].format()
         + f"data:\n  train_file: {tmp / 'corpus.txt'}\n  validation_split: 0.2\ntraining:\n  output_dir: {tmp / 'run'}\n",
     )
+
+
+def resumable_run(tmp: Path, *overrides: str, manifest: dict | None = None) -> list[str]:
+    """A run interrupted at checkpoint-2 (its llmtune.yaml as training saves it), resumed with `overrides`."""
+    from llmtune.config import load_config, save_config
+
+    config = classification_config(tmp)
+    checkpoint = tmp / "run" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    save_config(load_config("finetune", config), checkpoint / "llmtune.yaml")
+    (checkpoint / "model.safetensors").write_bytes(b"checkpoint weights")
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2}', encoding="utf-8")  # what makes it complete
+    if manifest is not None:
+        (checkpoint / "manifest.json").write_text(json.dumps({"world_size": 1, "data": [], **manifest}), encoding="utf-8")
+    return ["finetune", str(config), *overrides, "--resume"]
 
 
 def _write(path: Path, text: str) -> Path:

@@ -72,7 +72,8 @@ def test_refuses_a_non_empty_output_dir_and_keeps_it(trained: dict) -> None:
 def test_resume_continues_from_the_last_checkpoint(trained: dict) -> None:
     stdout_json(trained["proc"])
     first = json.loads((trained["out"] / "trainer_state.json").read_text())
-    proc = run_cli("finetune", str(trained["config"]), "training.num_train_epochs=2", "--resume")
+    # The run's own settings (its label_names override too: --resume refuses a config that differs), one more epoch.
+    proc = run_cli("finetune", str(trained["config"]), "data.label_names=[negative, positive]", "training.num_train_epochs=2", "--resume")
     metrics = stdout_json(proc)
     assert metrics["epoch"] == pytest.approx(2.0)
     state = json.loads((trained["out"] / "trainer_state.json").read_text())
@@ -81,6 +82,7 @@ def test_resume_continues_from_the_last_checkpoint(trained: dict) -> None:
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert min(steps) <= first["global_step"] < max(steps)
     assert f"resuming from {trained['out'] / 'checkpoint-'}" in proc.stderr
+    assert "training.num_train_epochs changed from 1.0 to 2.0: the run's length changes" in proc.stderr
 
 
 def test_resume_without_checkpoint_is_a_user_error(tmp_path: Path, sentiment_files: dict) -> None:

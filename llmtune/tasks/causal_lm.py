@@ -78,7 +78,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     """
     from transformers import AutoModelForCausalLM, set_seed
 
-    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume, cfg)
     set_seed(cfg.seed)
 
     splits = data_lib.load_splits(cfg.data, {"data.text_column": cfg.data.text_column})

@@ -72,7 +72,7 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
 
     from llmtune.metrics import SHIPPED
 
-    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume, cfg)
     unknown = [m for m in cfg.metrics if m not in SHIPPED]
     if unknown:
         logger.warning("metrics %s are not shipped with llmtune; loading them from the Hub", unknown)

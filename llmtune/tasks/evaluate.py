@@ -647,6 +647,7 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
     """
     from transformers import AutoConfig, set_seed
 
+    from llmtune import manifest
     from llmtune.modeling import from_pretrained
 
     if cfg.output_dir:
@@ -674,4 +675,5 @@ def run(cfg: EvaluateConfig, gates: list[Gate] | None = None) -> dict[str, Any]:
     if output_dir is not None:
         result.setdefault("files", []).insert(0, str(output_dir / "metrics.json"))
         write_text_atomically(output_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        manifest.write(manifest.for_evaluation(cfg, data, seed, model_config), output_dir)
     return result

@@ -68,7 +68,7 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
     """
     from transformers import AutoModelForMaskedLM, set_seed
 
-    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume)
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume, cfg)
     set_seed(cfg.seed)
 
     splits = load_texts(cfg)
