@@ -529,7 +529,7 @@ CASES: list[Case] = [
     Case(
         "overwrite-max-length-above-positions-keeps-previous-run",
         lambda tmp: ["pretrain-mlm", str(_mlm_config(tmp)), "data.max_length=128", "--overwrite"] if previous_run(tmp) else [],
-        ["data.max_length: 128 tokens", "max_position_embeddings"],
+        ["data.max_length (command-line override): 128 tokens", "max_position_embeddings"],
     ),
     Case(
         "overwrite-bad-column-keeps-interrupted-run",
