@@ -141,6 +141,7 @@ def test_torchrun_finetune_is_one_ddp_job_with_global_metrics(assets: dict) -> N
         assert ddp[key] == pytest.approx(again[key], rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.slow  # about 20 s; run by the README test command (CI)
 def test_accelerate_launch_pretrain_mlm_reports_the_saved_models_perplexity(assets: dict) -> None:
     tmp = assets["tmp"]
     raw = {

@@ -20,7 +20,6 @@ import pytest
 from conftest import invoke, run_cli, sentiment_rows, stdout_json, tiny_classification_config, write_config, write_tsv
 
 SECRET_ENV = {"HF_TOKEN": "hf_envSecretThatMustNotBeSaved42", "LLMTUNE_TEST_MARKER": "marker-value-from-the-environment-77"}
-HUB_TOKEN = "hf_overrideSecretOnTheCommandLine99"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     dev = write_tsv(tmp / "dev.tsv", sentiment_rows(32, seed=2))
     out = tmp / "run"
     config = write_config(tmp / "cfg.yaml", tiny_classification_config(train, dev, out, save_strategy="steps", save_steps=3))
-    args = ["finetune", str(config), "seed=7", f"training.hub_token={HUB_TOKEN}"]
+    args = ["finetune", str(config), "seed=7"]
     saved = {key: os.environ.get(key) for key in SECRET_ENV}
     os.environ.update(SECRET_ENV)
     try:
@@ -66,11 +65,10 @@ def test_manifest_records_versions_device_seed_and_command(run: dict) -> None:
     started = datetime.fromisoformat(manifest["started_at"])
     assert started.tzinfo is not None
     command = manifest["command"]
-    redacted = [a if not a.startswith("training.hub_token=") else "training.hub_token=<redacted>" for a in run["args"]]
-    assert command["argv"][1:] == redacted
+    assert command["argv"][1:] == run["args"]
     assert Path(command["argv"][0]).name == "__main__.py"  # `python -m llmtune`
     assert command["shell"] == shlex.join(command["argv"])
-    assert command["process_argv"][-len(redacted) - 2 :] == ["-m", "llmtune", *redacted]
+    assert command["process_argv"][-len(run["args"]) - 2 :] == ["-m", "llmtune", *run["args"]]
     assert Path(command["cwd"]).is_dir()
 
 
@@ -85,7 +83,7 @@ def test_manifest_hashes_each_data_file(run: dict) -> None:
 
 def test_manifest_holds_no_environment_values_or_tokens(run: dict) -> None:
     text = (run["out"] / "manifest.json").read_text(encoding="utf-8")
-    for value in [*SECRET_ENV.values(), HUB_TOKEN]:
+    for value in SECRET_ENV.values():
         assert value not in text
     assert "environ" not in text.lower() and "HF_TOKEN" not in text
 
@@ -136,8 +134,6 @@ def test_resume_with_a_different_batch_size_is_refused_naming_the_key(copied_run
     assert "training.per_device_train_batch_size: 16 in the run, 8 now" in message
     assert str(out / "checkpoint-6" / "llmtune.yaml") in message
     assert "start a new run" in message and "Traceback" not in message
-    # hub_token differs too (it is not in this config), but it is harmless and never printed
-    assert HUB_TOKEN not in message
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
@@ -161,7 +157,7 @@ def test_resume_refuses_a_data_file_whose_content_changed(copied_run: dict) -> N
     manifest = read_manifest(checkpoint)
     manifest["data"][0]["sha256"] = "0" * 64  # as if train.tsv had been edited since
     (checkpoint / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    result = invoke("finetune", str(copied_run["config"]), "seed=7", f"training.hub_token={HUB_TOKEN}", "--resume")
+    result = invoke("finetune", str(copied_run["config"]), "seed=7", "--resume")
     assert result.exit_code == 2
     assert "data.train_file (content): \"sha256 000000000000\" in the run" in result.stderr
 
@@ -169,7 +165,7 @@ def test_resume_refuses_a_data_file_whose_content_changed(copied_run: dict) -> N
 def test_resume_with_only_a_logging_change_continues_and_lists_it(copied_run: dict) -> None:
     out = copied_run["out"]
     shutil.rmtree(out / "checkpoint-6")  # continue from step 3 of 6
-    proc = run_cli("finetune", str(copied_run["config"]), "seed=7", f"training.hub_token={HUB_TOKEN}", "training.logging_steps=1", "--resume")
+    proc = run_cli("finetune", str(copied_run["config"]), "seed=7", "training.logging_steps=1", "--resume")
     metrics = stdout_json(proc)
     assert "training.logging_steps changed from 2.0 to 1.0" in proc.stderr
     assert "resuming from" in proc.stderr and str(out / "checkpoint-3") in proc.stderr

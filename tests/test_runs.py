@@ -277,6 +277,7 @@ def test_a_failure_during_training_with_overwrite_leaves_the_previous_run_byte_i
     assert not (out / ".llmtune-staging").exists()
 
 
+@pytest.mark.slow  # about 20 s; run by the README test command (CI)
 def test_resume_loads_the_tokenizer_saved_with_the_run(tmp_path: Path) -> None:
     train, dev = write_tsv(tmp_path / "train.tsv", sentiment_rows(64, seed=1)), write_tsv(tmp_path / "dev.tsv", sentiment_rows(16, seed=2))
     out = tmp_path / "run"
@@ -292,6 +293,7 @@ def test_resume_loads_the_tokenizer_saved_with_the_run(tmp_path: Path) -> None:
     assert json.loads((out / "tokenizer.json").read_text())["model"]["vocab"] == saved
 
 
+@pytest.mark.slow  # about 20 s; run by the README test command (CI)
 def test_resume_of_a_completed_run_keeps_its_checkpoints(tmp_path: Path) -> None:
     config = causal_config(tmp_path, tmp_path / "run")
     stdout_json(run_cli("finetune", str(config), "training.max_steps=4"))
