@@ -311,11 +311,10 @@ def _show(key: str, value: Any) -> str:
 
 
 def current_world_size() -> int:
-    """The number of processes of this launch (torchrun and accelerate set WORLD_SIZE), read before any Trainer exists."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+    """The number of processes of this launch, read before any Trainer exists."""
+    from llmtune.modeling import launch_world_size
+
+    return launch_world_size()
 
 
 def check_resume(cfg: RunConfig, checkpoint: str | Path) -> None:

@@ -298,6 +298,14 @@ def device() -> Any:
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
+def launch_world_size() -> int:
+    """The number of processes the launcher started (1 without a launcher), read before torch.distributed starts."""
+    import os
+
+    sizes = [os.environ.get(name) or "1" for name in WORLD_SIZE_VARIABLES]
+    return max(int(size) if size.isdigit() else 1 for size in sizes)
+
+
 def launched_on_cpus() -> bool:
     """Whether several processes were launched (torchrun, accelerate launch, mpirun) on a machine with no GPU.
 
@@ -306,11 +314,9 @@ def launched_on_cpus() -> bool:
     its own copy into the same directory. With `cpu=True` it runs multi-CPU DDP over gloo; Trainer passes
     `cpu=True` when `training.use_cpu` is set (or ACCELERATE_USE_CPU, which `accelerate launch --cpu` sets).
     """
-    import os
-
     import torch
 
-    if max(int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES) <= 1:
+    if launch_world_size() <= 1:
         return False
     accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
     # MPS has no multi-process backend in accelerate either: such a launch trains on the CPUs.
@@ -326,8 +332,7 @@ def lone_accelerate_cpu_process() -> bool:
     import os
 
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    alone = max(int(os.environ.get(name) or 1) for name in WORLD_SIZE_VARIABLES) <= 1
-    return cpu and alone and "MASTER_ADDR" in os.environ
+    return cpu and launch_world_size() <= 1 and "MASTER_ADDR" in os.environ
 
 
 def model_positions(config: Any) -> int | None:
