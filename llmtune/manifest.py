@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtune.errors import UserError
+from llmtune.files import write_text_atomically
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback, TrainingArguments
@@ -202,17 +203,8 @@ def for_training(cfg: RunConfig, args: TrainingArguments, resumed_from: str | No
 def write(manifest: dict[str, Any], directory: str | Path) -> Path:
     """Write `manifest.json` into `directory` atomically (temporary file + os.replace)."""
     path = Path(directory) / MANIFEST_NAME
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"))
+    write_text_atomically(path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return path
-
-
-def _atomic_write(path: Path, write_to: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_to(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -239,7 +231,7 @@ def run_recorder(cfg: RunConfig, manifest: dict[str, Any]) -> TrainerCallback:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if not folder.is_dir():  # rotated away already (save_total_limit)
                 return
-            _atomic_write(folder / CONFIG_NAME, lambda tmp: save_config(cfg, tmp))
+            save_config(cfg, folder / CONFIG_NAME)
             write(manifest, folder)
 
     recorder = RunRecorder()

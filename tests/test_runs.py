@@ -366,7 +366,7 @@ def test_an_interrupted_swap_is_finished_on_the_next_start(tmp_path: Path) -> No
 
 
 def test_atomic_writer_never_leaves_a_partial_file(tmp_path: Path) -> None:
-    from llmtune.runs import atomic_writer
+    from llmtune.files import atomic_writer
 
     path = tmp_path / "out.jsonl"
     path.write_text("old\n")

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from llmtune.errors import ConfigError, UserError, redact
+from llmtune.files import write_text_atomically
 
 Key = tuple[str, ...]
 
@@ -180,5 +181,5 @@ def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
 
 
 def dump_yaml(data: dict[str, Any], path: Path) -> None:
-    """Write a resolved config as YAML (keys in schema order, not sorted)."""
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """Write a resolved config as YAML (keys in schema order, not sorted), atomically."""
+    write_text_atomically(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
-from llmtune.runs import atomic_writer, check_writable, clean_metrics, write_text_atomically
+from llmtune.files import atomic_writer, write_text_atomically
+from llmtune.runs import check_writable, clean_metrics
 from llmtune.errors import DataError, GateFailure, UserError
 
 if TYPE_CHECKING:

@@ -120,7 +120,8 @@ def run(
 
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
     from llmtune.modeling import load_for_inference
-    from llmtune.runs import atomic_writer, check_writable
+    from llmtune.files import atomic_writer
+    from llmtune.runs import check_writable
 
     if output is not None:
         check_writable(output, "--output", "file")

@@ -106,7 +106,8 @@ def run(
     """
     from llmtune.inputs import read_records
     from llmtune.modeling import context_length
-    from llmtune.runs import atomic_writer, check_writable
+    from llmtune.files import atomic_writer
+    from llmtune.runs import check_writable
 
     if output not in (None, "-"):
         check_writable(output, "--output", "file")
