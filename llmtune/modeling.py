@@ -126,33 +126,48 @@ def _repeated(words: Counter[str], chunk: int = 10_000) -> Iterator[str]:
             count -= n
 
 
-def train_tokenizer(spec: TokenizerTrainSection, texts: Iterable[str], max_length: int) -> Any:
+def train_tokenizer(spec: TokenizerTrainSection, texts: Iterable[str], max_length: int, cache_key: str | None = None) -> Any:
     """Train a tokenizer from scratch with Hugging Face `tokenizers` and wrap it for transformers.
 
-    The same text and settings give byte-identical tokenizer files in every process.
+    The same text and settings give byte-identical tokenizer files in every process, which is what makes
+    the cache (`llmtune.cache`) safe: with a `cache_key`, a tokenizer trained before under that key is
+    loaded instead, and `texts` is not read at all.
 
     Args:
         spec: `tokenizer.train` (wordpiece for BERT-style models, byte-level bpe for GPT-2-style ones).
         texts: the training text (read once).
         max_length: saved as the tokenizer's model_max_length.
+        cache_key: `llmtune.cache.tokenizer_key` of the run; None = train without the cache.
 
     Returns:
         A `PreTrainedTokenizerFast` that `save_pretrained` / `AutoTokenizer.from_pretrained` round-trip.
     """
-    from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
+
+    from llmtune import cache
+
+    backend = cache.load_tokenizer_backend(cache_key) if cache_key else None
+    if backend is None:
+        backend = _train_backend(spec, texts)
+        if cache_key:
+            cache.store_tokenizer_backend(cache_key, backend)
+    specials = WORDPIECE_SPECIALS if spec.type == "wordpiece" else {"bos_token": BPE_SPECIAL, "eos_token": BPE_SPECIAL, "unk_token": BPE_SPECIAL}
+    # The wrapper is built the same way for a trained and a cached backend, so both save the same files.
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=max_length, **specials)
+
+
+def _train_backend(spec: TokenizerTrainSection, texts: Iterable[str]) -> Any:
+    """The trained `tokenizers.Tokenizer` (what the cache stores)."""
+    from tokenizers import ByteLevelBPETokenizer
 
     if spec.type == "wordpiece":
         # Built from a vocabulary, BertWordPieceTokenizer adds the [CLS] ... [SEP] post-processor that a
         # BERT-style model needs (pooler/classifier on [CLS], document boundaries when packing).
-        tok = _train_wordpiece(spec, texts)
-        specials = WORDPIECE_SPECIALS
-    else:
-        # Byte-level BPE needs no fix: every symbol comes from the fixed 256-byte alphabet, numbered in order.
-        tok = ByteLevelBPETokenizer(add_prefix_space=False)
-        tok.train_from_iterator(_text_batches(texts), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])
-        specials = {"bos_token": BPE_SPECIAL, "eos_token": BPE_SPECIAL, "unk_token": BPE_SPECIAL}
-    return PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, model_max_length=max_length, **specials)
+        return _train_wordpiece(spec, texts)._tokenizer
+    # Byte-level BPE needs no fix: every symbol comes from the fixed 256-byte alphabet, numbered in order.
+    tok = ByteLevelBPETokenizer(add_prefix_space=False)
+    tok.train_from_iterator(_text_batches(texts), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])
+    return tok._tokenizer
 
 
 @contextmanager
@@ -182,17 +197,20 @@ def settings_kept(tokenizer: Any) -> Iterator[None]:
             backend.enable_padding(**padding)
 
 
-def load_tokenizer(model: ModelSection, tokenizer: TokenizerSection, texts: Iterable[str] | None, max_length: int | None = None) -> Any:
+def load_tokenizer(
+    model: ModelSection, tokenizer: TokenizerSection, texts: Iterable[str] | None, max_length: int | None = None, cache_key: str | None = None
+) -> Any:
     """The tokenizer a run uses: trained from scratch, named in `tokenizer:`, or the model's own.
 
-    `texts` and `max_length` matter only when `tokenizer.train` is set (commands that do not train pass None).
+    `texts`, `max_length` and `cache_key` (see `train_tokenizer`) matter only when `tokenizer.train` is set
+    (commands that do not train pass None).
     """
     from transformers import AutoTokenizer
 
     if tokenizer.train is not None:
         if texts is None:
             raise UserError("tokenizer.train needs training text; this command has none.")
-        return train_tokenizer(tokenizer.train, texts, max_length)
+        return train_tokenizer(tokenizer.train, texts, max_length, cache_key)
     if tokenizer.name_or_path is not None:
         return from_pretrained(AutoTokenizer, "tokenizer.name_or_path", tokenizer.name_or_path, revision=None)
     return from_pretrained(

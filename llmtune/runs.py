@@ -386,11 +386,13 @@ def run_tokenizer(cfg: RunConfig, checkpoint: str | None, texts: Any) -> Any:
     """The tokenizer of a training run: the one saved in the checkpoint when resuming, else `load_tokenizer`.
 
     A resumed run must see the token ids its weights were trained with; training a tokenizer again
-    (tokenizer.train) could give other ids.
+    (tokenizer.train) could give other ids. A tokenizer trained by an earlier run on the same data and
+    settings is taken from llmtune's cache (`llmtune.cache`).
 
     Raises:
         UserError: resuming a run that trains its tokenizer from a checkpoint without tokenizer files.
     """
+    from llmtune.cache import tokenizer_key
     from llmtune.modeling import load_tokenizer
 
     if checkpoint is not None:
@@ -404,7 +406,7 @@ def run_tokenizer(cfg: RunConfig, checkpoint: str | None, texts: Any) -> Any:
                 f"--resume: {checkpoint} has no tokenizer files, and tokenizer.train would train a different one. "
                 "Start over with --overwrite."
             )
-    return load_tokenizer(cfg.model, cfg.tokenizer, texts, cfg.data.max_length)
+    return load_tokenizer(cfg.model, cfg.tokenizer, texts, cfg.data.max_length, tokenizer_key(cfg))
 
 
 def make_trainer(

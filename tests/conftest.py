@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# llmtune's tokenizer cache (llmtune.cache): one fresh folder per test session, never the user's ~/.cache.
+os.environ["LLMTUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmtune-test-cache-")
+atexit.register(shutil.rmtree, os.environ["LLMTUNE_CACHE_DIR"], ignore_errors=True)
 
 # transformers binds its log handler to the sys.stderr of the moment it first logs. Bind it now, to the
 # session's stream: bound inside a CliRunner call, it would write later warnings to that call's closed
