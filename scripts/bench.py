@@ -12,6 +12,10 @@ plain Trainer; the raw loops time themselves the same way) synchronises the devi
 Warm-up (data preparation, model build, compilation) is reported separately as `first step (s)`:
 seconds from the worker's start to the start of training step 1.
 
+Time to first step on a second run (`second-run`): the same config run twice in fresh processes against
+caches that start empty, the second run reusing what the first left in the datasets cache (and, for
+llmtune, its tokenizer cache); the baseline is a plain Trainer script with datasets' cache.
+
 MFU (model FLOPs utilisation) = achieved FLOP/s / `--peak-tflops`, with the training FLOPs per token
 of the PaLM paper's appendix B (also nanoGPT's estimate_mfu): 6 * N + 12 * n_layer * d_model * T, where
 N counts the parameters without the position embeddings and T is the sequence length.
@@ -19,7 +23,7 @@ N counts the parameters without the position embeddings and T is the sequence le
 Usage:
     python scripts/bench.py                           # CPU rows (tiny shapes), a few minutes on 2 cores
     python scripts/bench.py --device cuda             # GPU rows: GPT-2 124M and BERT-base shapes, bf16
-    python scripts/bench.py --only causal-lm,startup  # a subset of the rows
+    python scripts/bench.py --only startup,second-run  # a subset of the rows (startup, second-run, cls, mlm, clm, gen)
 Output: a Markdown table on stdout, the raw figures as JSON in --json (default bench-results.json).
 """
 
@@ -363,7 +367,71 @@ def run_generate(spec: dict) -> dict:
     return out
 
 
-WORKERS = {"llmtune": run_llmtune, "plain": run_plain_trainer, "raw": run_raw_loop, "generate": run_generate}
+def stop_at_first_step(device: str, extra: dict | None = None):
+    """A TrainerCallback that prints the worker's result at the start of training step 1 and ends the process.
+
+    The time to the first step is everything before it: imports, data loading and checks, tokenizer,
+    tokenization, model build. Nothing after it matters to this row, so the worker ends right there.
+    """
+    from transformers import TrainerCallback
+
+    class FirstStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            out = {"first_step_s": time.time() - START, "rate": None, **peak_memory(device), **(extra or {})}
+            print(json.dumps(out), flush=True)
+            sys.stderr.flush()
+            os._exit(0)
+
+    return FirstStep()
+
+
+def run_first_step(spec: dict) -> dict:
+    """Time to the first training step: llmtune's task code, or a plain Trainer script with datasets' cache.
+
+    Run twice against the same (initially empty) caches, the second run shows what a repeated run
+    (a re-run, a learning-rate search) saves. The plain script is run_glue's recipe: `load_dataset`
+    of the csv files, a tokenizer loaded with `AutoTokenizer.from_pretrained`, `Dataset.map` to
+    tokenize (cached by datasets), dynamic padding.
+    """
+    if spec["side"] == "llmtune":
+        sys.path.insert(0, str(REPO))
+        from llmtune import runs
+        from llmtune.config import load_config
+
+        make_trainer = runs.make_trainer
+
+        def stopping_make_trainer(*args, **kwargs):
+            trainer = make_trainer(*args, **kwargs)
+            trainer.add_callback(stop_at_first_step(spec["device"]))
+            return trainer
+
+        runs.make_trainer = stopping_make_trainer
+        if spec.get("config_file"):
+            cfg = load_config("finetune", spec["config_file"], spec["overrides"])
+        else:
+            cfg = load_config("finetune", None, [], base=spec["config"])
+        from llmtune.tasks import finetune
+
+        finetune.run(cfg, overwrite=True)
+        raise RuntimeError("training ended before its first step")
+    from datasets import load_dataset
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    set_seed(42)
+    raw = load_dataset("csv", data_files={"train": str(SST2_TRAIN), "validation": str(SST2_DEV)}, sep="\t", quoting=3)
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    encoded = raw.map(lambda batch: tokenizer(batch["sentence"], truncation=True, max_length=spec["max_length"]), batched=True, remove_columns=["sentence"])
+    shape = dict(spec["shape"])
+    config = AutoConfig.for_model(shape.pop("model_type"), vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, num_labels=2, **shape)
+    model = AutoModelForSequenceClassification.from_config(config)
+    args = TrainingArguments(**training_keys(spec))
+    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, callbacks=[stop_at_first_step(spec["device"])])
+    trainer.train()
+    raise RuntimeError("training ended before its first step")
+
+
+WORKERS = {"llmtune": run_llmtune, "plain": run_plain_trainer, "raw": run_raw_loop, "generate": run_generate, "first_step": run_first_step}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,6 +504,63 @@ def bench_startup(reps: int) -> list[dict]:
     base = timed([sys.executable, "-c", "import transformers"])
     return [{"row": "CLI start-up (s, lower is better)", "llmtune": ours, "baseline": base, "baseline_name": "python -c 'import transformers'",
              "ratio": base / ours, "unit": "s"}]
+
+
+def bench_second_run(device: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    """Time to the first training step, first run vs a second identical run in a fresh process.
+
+    Each variant gets its own empty datasets cache (HF_DATASETS_CACHE) and llmtune cache (LLMTUNE_CACHE_DIR),
+    then runs twice; `--repeats` repeats the pair with new caches and reports the median pair. Rows:
+    llmtune's SST-2 quickstart config (which trains its own tokenizer) on its own, and llmtune against the
+    plain Trainer script with the same saved tokenizer, model shape and data.
+    """
+    quickstart = REPO / "configs" / "classification" / "sst2-quickstart.yaml"
+    shape = {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512,
+             "max_position_embeddings": 128}
+    tok_dir = work / "tok-second-run"
+    if not tok_dir.exists():
+        train_tokenizer("wordpiece", 8000, tok_dir)
+    common = {"device": device, "steps": 10, "batch": 32, "max_length": 64, "tokenizer": str(tok_dir), "shape": shape}
+
+    def pair(name: str, spec: dict) -> dict:
+        pairs = []
+        for rep in range(args.repeats):
+            caches = work / f"caches-{name}-{rep}"
+            env = {"HF_DATASETS_CACHE": str(caches / "datasets"), "LLMTUNE_CACHE_DIR": str(caches / "llmtune")}
+            spec = {**spec, "out": str(work / f"out-second-run-{name}")}
+            first, second = (worker("first_step", spec, env) for _ in range(2))
+            pairs.append({"first": first, "second": second})
+        ok = [p for p in pairs if p["first"].get("first_step_s") and p["second"].get("first_step_s")]
+        return sorted(ok, key=lambda p: p["second"]["first_step_s"])[len(ok) // 2] if ok else pairs[0]
+
+    out = str(work / "out-second-run")
+    quick = pair("llmtune-quickstart", {**common, "side": "llmtune", "config_file": str(quickstart),
+                                        "overrides": [f"training.output_dir={out}-quickstart", "training.save_strategy=no", "training.eval_strategy=no"]})
+    llm_config = {"seed": 42, "model": {"from_config": shape}, "tokenizer": {"name_or_path": str(tok_dir)},
+                  "data": {"train_file": str(SST2_TRAIN), "validation_file": str(SST2_DEV), "text_column": "sentence",
+                           "label_names": ["negative", "positive"], "max_length": 64},
+                  "training": training_keys({**common, "out": f"{out}-llmtune"}), "metrics": ["accuracy"]}
+    ours = pair("llmtune", {**common, "side": "llmtune", "config": llm_config})
+    plain = pair("plain", {**common, "side": "plain"})
+
+    def speedup(p: dict) -> float | None:
+        first, second = p["first"].get("first_step_s"), p["second"].get("first_step_s")
+        return first / second if first and second else None
+
+    rows = []
+    q = speedup(quick)
+    rows.append({"row": f"time to first step, second run vs first: llmtune SST-2 quickstart (trains its tokenizer) "
+                        f"(s; llmtune = 2nd run, baseline = 1st run, ratio = 1st/2nd)",
+                 "llmtune": quick["second"].get("first_step_s"), "baseline": quick["first"].get("first_step_s"), "ratio": q, "unit": "s",
+                 "details": {"llmtune": quick["second"], "baseline": quick["first"]}})
+    a, b = ours["second"].get("first_step_s"), plain["second"].get("first_step_s")
+    rows.append({"row": f"time to first step on a second run, same tokenizer: llmtune vs plain Trainer + datasets cache "
+                        f"(s, lower is better; 2nd/1st-run speed-up: llmtune {fmt(speedup(ours))}x, plain {fmt(speedup(plain))}x; "
+                        f"first-step columns: 1st run)",
+                 "llmtune": a, "baseline": b, "ratio": b / a if a and b else None, "unit": "s",
+                 "details": {"llmtune": {**ours["second"], "first_step_s": ours["first"].get("first_step_s")},
+                             "baseline": {**plain["second"], "first_step_s": plain["first"].get("first_step_s")}}})
+    return rows
 
 
 def bench_training(kind: str, device: str, args: argparse.Namespace, work: Path) -> list[dict]:
@@ -534,7 +659,7 @@ def bench_generation(device: str, args: argparse.Namespace, work: Path) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--only", default="startup,cls,mlm,clm,gen", help="comma-separated rows: startup, cls, mlm, clm, gen")
+    parser.add_argument("--only", default="startup,second-run,cls,mlm,clm,gen", help="comma-separated rows: startup, second-run, cls, mlm, clm, gen")
     parser.add_argument("--steps", type=int, default=None, help="training steps per variant (default: per device)")
     parser.add_argument("--warmup", type=int, default=None, help="steps excluded from the throughput (default: a quarter of the steps)")
     parser.add_argument("--window", type=int, default=None, help="steps per timed window (default: steps // 12)")
@@ -556,12 +681,14 @@ def main() -> None:
     wanted = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="llmtune-bench-") as tmp:
         work = Path(tmp)
-        for kind in ("startup", "cls", "mlm", "clm", "gen"):
+        for kind in ("startup", "second-run", "cls", "mlm", "clm", "gen"):
             if kind not in wanted:
                 continue
             started = time.time()
             if kind == "startup":
                 rows += bench_startup(5)
+            elif kind == "second-run":
+                rows += bench_second_run(args.device, args, work)
             elif kind == "gen":
                 rows += bench_generation(args.device, args, work)
             else:
