@@ -162,6 +162,7 @@ def cache_files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("cache-*.arrow")}
 
 
+@pytest.mark.slow  # two CLI runs, ~60 s on the shared 2-core machine
 def test_second_run_reuses_the_cached_tokens_and_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "hf-datasets"
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
