@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune.config.validate import suggest
 from llmtune.errors import DataError
+from llmtune.lm import IGNORE_INDEX
 from llmtune.modeling import context_length, settings_kept
 
 if TYPE_CHECKING:
@@ -349,20 +350,85 @@ def tokenize_texts(splits: DatasetDict, tokenizer: Any, data: DataSection, keep:
     return type(splits)(out)
 
 
-def pack_blocks(tokenized: dict[str, list[list[int]]], block_size: int) -> dict[str, list[list[int]]]:
-    """Concatenate a batch of tokenized texts and cut it into blocks of `block_size` tokens.
+# Token columns a tokenizer may return, in the order packing keeps them.
+PACKED_KEYS = ("input_ids", "attention_mask", "special_tokens_mask", "token_type_ids", "offset_mapping")
 
-    Unlike run_mlm/run_clm's `group_texts`, the remainder of each batch is kept as one shorter block
-    (padded later by the collator) instead of being dropped, so no text is silently lost.
+
+def pack_blocks(tokenized: Dataset, block_size: int, pad_token_id: int, labels: bool = False) -> Dataset:
+    """Concatenate a split's tokenized texts and cut them into fixed-length blocks of `block_size` tokens.
+
+    Unlike run_clm's `group_texts`, which works per `map` batch and drops each batch's remainder, the whole
+    split is one stream: every block is full, and the split's last, shorter piece is kept (no text is silently
+    lost) as one block padded to full length: pad token, attention_mask 0, special_tokens_mask 1 (masked-LM
+    collators never choose it), label -100. Every column is an Arrow FixedSizeList, so a batch is a slice of
+    one array and needs no per-step padding.
+
+    The blocks are cut by a `datasets.map` over the tokenized rows: each row batch emits the blocks that start
+    in it, reading their tokens (possibly from later rows) from the flattened, memory-mapped token columns, so
+    no Python list of all tokens is ever built. Its fingerprint is derived from the tokenized split's, so a
+    second run reuses the cached blocks as it reuses the tokenization.
+
+    Args:
+        tokenized: one split, one row per text (input_ids, attention_mask, ...), without an indices mapping
+            (the output of a `map`).
+        block_size: tokens per block.
+        pad_token_id: the id that fills the last block.
+        labels: also store `labels` (the input ids, -100 on padding), as a causal LM trains on them.
+
+    Returns:
+        A Dataset of ceil(tokens / block_size) blocks.
     """
-    keys = [k for k in ("input_ids", "attention_mask", "special_tokens_mask", "token_type_ids", "offset_mapping") if k in tokenized]
-    joined = {k: [tok for seq in tokenized[k] for tok in seq] for k in keys}
-    total = len(joined["input_ids"]) if keys else 0
-    return {k: [values[i : i + block_size] for i in range(0, total, block_size)] for k, values in joined.items()}
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from datasets import Features, List, Value
+    from datasets.fingerprint import Hasher
+
+    keys = [k for k in PACKED_KEYS if k in tokenized.column_names]
+    table = tokenized.with_format(None).data
+    flat = {k: pc.list_flatten(table.column(k)) for k in keys}
+    lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+    # starts[i]: position of row i's first token in the split's stream; starts[-1]: the total.
+    starts = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    total = int(starts[-1])
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "special_tokens_mask": 1, "token_type_ids": 0, "offset_mapping": [0, 0]}
+
+    def column(name: str, values: pa.ChunkedArray, pad: int) -> pa.Array:
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        if pad:
+            values = pa.concat_arrays([values, pa.array([fill[name]] * pad, type=values.type)])
+        return pa.FixedSizeListArray.from_arrays(values, block_size)
+
+    def _blocks(batch: Any, indices: list[int]) -> pa.Table:
+        # The blocks whose first token lies in this batch's rows [first, last].
+        first, last = indices[0], indices[-1] + 1
+        begin = -(-int(starts[first]) // block_size)
+        end = -(-int(starts[last]) // block_size)
+        lo, hi = begin * block_size, min(end * block_size, total)
+        pad = (end - begin) * block_size - (hi - lo)
+        out = {k: column(k, flat[k].slice(lo, hi - lo), pad) for k in keys}
+        if labels:
+            ids = out["input_ids"].flatten()
+            mask = out["attention_mask"].flatten() if "attention_mask" in out else pa.array(np.ones(len(ids), dtype=np.int8))
+            scored = pc.if_else(pc.equal(mask, 0), pa.scalar(IGNORE_INDEX, ids.type), ids)
+            out["labels"] = pa.FixedSizeListArray.from_arrays(scored, block_size)
+        return pa.table(out)
+
+    def fixed(feature: Any) -> List:
+        return List(feature.feature, length=block_size)
+
+    features = Features({k: fixed(tokenized.features[k]) for k in keys})
+    if labels:
+        features["labels"] = List(tokenized.features["input_ids"].feature, length=block_size)
+    fingerprint = Hasher.hash(["llmtune.pack_blocks/1", tokenized._fingerprint, block_size, pad_token_id, labels])
+    return tokenized.with_format("arrow").map(
+        _blocks, batched=True, batch_size=1000, with_indices=True, remove_columns=tokenized.column_names,
+        features=features, new_fingerprint=fingerprint, desc="packing",
+    ).with_format(None)
 
 
 def tokenize_for_lm(
-    splits: DatasetDict, tokenizer: Any, data: DataSection, packing: bool, add_eos: bool = False, offsets: bool = False
+    splits: DatasetDict, tokenizer: Any, data: DataSection, packing: bool, add_eos: bool = False, offsets: bool = False, labels: bool = False
 ) -> DatasetDict:
     """Tokenize text for language modelling: packed into max_length blocks, or one example per row.
 
@@ -370,22 +436,26 @@ def tokenize_for_lm(
         splits: splits with `data.text_column`.
         tokenizer: the run's tokenizer.
         data: the `data:` section (text_column, max_length).
-        packing: concatenate and cut into blocks (True) or keep each row as its own example, truncated.
+        packing: concatenate and cut into fixed-length blocks (True, see `pack_blocks`) or keep each row as its
+            own example, truncated.
         add_eos: append the EOS token to every text (causal LM: documents end where the model should stop).
         offsets: also keep offset_mapping (whole-word masking finds word boundaries with it; fast tokenizers only).
+        labels: packed blocks also carry `labels` (causal LM: the inputs, -100 on the last block's padding).
 
     Returns:
-        Splits with input_ids/attention_mask (and special_tokens_mask for MLM) only; empty rows dropped.
+        Splits with input_ids/attention_mask (and special_tokens_mask for MLM, labels when asked) only;
+        empty rows dropped.
     """
     column = data.text_column
     block = context_length(tokenizer, None, data.max_length)
     eos = tokenizer.eos_token if add_eos and tokenizer.eos_token else ""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def _tokenize(batch: dict[str, list]) -> dict[str, Any]:
         texts = [str(t) + eos for t in batch[column] if t is not None and str(t).strip()]
         if packing:
-            # Special tokens ([CLS]/[SEP]) once per text, then blocks across texts.
-            return pack_blocks(tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=offsets), block)
+            # Special tokens ([CLS]/[SEP]) once per text; pack_blocks then cuts blocks across texts.
+            return tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=offsets)
         return tokenizer(texts, truncation=True, max_length=block, return_special_tokens_mask=True, return_offsets_mapping=offsets)
 
     out = {}
@@ -394,4 +464,6 @@ def tokenize_for_lm(
             out[role] = ds.map(_tokenize, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=f"tokenizing ({role})")
         if len(out[role]) == 0:
             raise DataError(f"{SPLIT_KEYS.get(role, role)}: no text left after tokenizing column '{column}' (every row is empty).")
+        if packing:
+            out[role] = pack_blocks(out[role], block, pad_id, labels=labels)
     return type(splits)(out)

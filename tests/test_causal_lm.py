@@ -101,8 +101,8 @@ def test_txt_paragraphs_become_documents_and_packing_keeps_every_token(tmp_path:
     data = DataSection(train_file="x.txt", max_length=8)
     packed = tokenize_for_lm(DatasetDict(train=docs), tokenizer, data, packing=True, add_eos=True)["train"]
     expected = sum(len(tokenizer(t + tokenizer.eos_token)["input_ids"]) for t in texts)
-    assert sum(len(ids) for ids in packed["input_ids"]) == expected
-    assert max(len(ids) for ids in packed["input_ids"]) == 8
+    assert sum(sum(mask) for mask in packed["attention_mask"]) == expected
+    assert {len(ids) for ids in packed["input_ids"]} == {8}  # every block full length, the last one padded
     rows = tokenize_for_lm(DatasetDict(train=docs), tokenizer, data.model_copy(update={"packing": False}), packing=False, add_eos=True)
     assert len(rows["train"]) == 2
 

@@ -247,7 +247,9 @@ def test_packing_keeps_the_remainder(tmp_path: Path) -> None:
     path.write_text("a b c\nd a\n\nb b b b\n")  # 9 tokens, one empty line
     data = DataSection(train_file=str(path), max_length=4)
     packed = tokenize_for_lm(load_splits(data), tokenizer, data, packing=True)
-    assert [len(x) for x in packed["train"]["input_ids"]] == [4, 4, 1]
+    # The 9th token is kept: one last block padded to full length, masked out.
+    assert [len(x) for x in packed["train"]["input_ids"]] == [4, 4, 4]
+    assert [sum(x) for x in packed["train"]["attention_mask"]] == [4, 4, 1]
     lines = tokenize_for_lm(load_splits(data), tokenizer, data, packing=False)
     assert [len(x) for x in lines["train"]["input_ids"]] == [3, 2, 4]
 

@@ -101,7 +101,7 @@ class DataSection(Section):
     max_length: int = Field(128, gt=0, description="Truncate (or, for language modelling, pack) to this many tokens.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows (smoke runs).")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
-    packing: bool = Field(True, description="Language modelling: concatenate texts and cut them into max_length blocks (true) or keep one example per row (false).")
+    packing: bool = Field(True, description="Language modelling: concatenate texts and cut them into fixed max_length blocks (true) or keep one example per row (false; causal-lm batches them padding-free where the model allows).")
 
     @model_validator(mode="after")
     def _sources(self) -> DataSection:
