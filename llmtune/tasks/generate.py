@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from llmtune.errors import DataError, UserError
@@ -141,9 +141,9 @@ def run(
     if output is not None:
         check_writable(output, "--output", "file")
     # Read (and check) the first window before the slow model load; the rest is read as it is needed.
-    batches = windows(collect_prompts(cfg, prompts, input_path, input_fmt), WINDOW_BATCHES * cfg.batch_size)
-    first = next(batches, [])
-    items = chain(first, chain.from_iterable(batches))
+    chunks = windows(collect_prompts(cfg, prompts, input_path, input_fmt), WINDOW_BATCHES * cfg.batch_size)
+    first = next(chunks, [])
+    items = chain(first, chain.from_iterable(chunks))
     set_seed(cfg.seed)
     model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
