@@ -68,6 +68,12 @@ def _results_only_stdout() -> Iterator[Any]:
 
     Libraries print to stdout from Python (Trainer's log lines) and from native code (the Rust
     tokenizers trainer), so the redirect is done at the file-descriptor level when there is one.
+
+    A reader that closes the pipe early (`llmtune predict ... | head -1`) ends the command quietly: the
+    BrokenPipeError the next write (or `llmtune.streaming.stop_if_reader_gone`) raises is swallowed when
+    the results pipe has indeed lost its reader, and /dev/null then takes stdout's place so that nothing
+    flushed at exit fails again ("Exception ignored ... BrokenPipeError"). The exit status stays 0: the
+    reader chose to stop, and `set -o pipefail` scripts must not fail for it.
     """
     real = sys.stdout
     try:
@@ -81,17 +87,28 @@ def _results_only_stdout() -> Iterator[Any]:
     saved = os.dup(fd)
     results = os.fdopen(os.dup(saved), "w", encoding="utf-8", buffering=1)
     os.dup2(err_fd, fd)
+    reader_gone = False
     try:
         with redirect_stdout(sys.stderr):
             yield results
+    except BrokenPipeError:
+        from llmtune.streaming import reader_gone as gone
+
+        if results.closed or not gone(results):
+            raise  # some other pipe broke: a real failure
+        reader_gone = True
     finally:
         try:
             results.close()
         except BrokenPipeError:  # `llmtune ... | head` closed the pipe early; nothing left to tell
-            pass
+            reader_gone = True
         sys.stderr.flush()
         os.dup2(saved, fd)
         os.close(saved)
+        if reader_gone:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
 
 
 def _execute(work: Callable[[Any], Any]) -> None:
@@ -119,6 +136,19 @@ def _execute(work: Callable[[Any], Any]) -> None:
             raise
         typer.echo(f"error: {type(exc).__name__}: {redact(str(exc))}\n(run with --debug for the traceback)", err=True)
         raise typer.Exit(1) from None
+
+
+def _main_process_results(stdout: Any, output: str | None) -> tuple[Any, str | None]:
+    """Where a streaming command (generate, predict) writes its records: `stdout`/`output` on the main process only.
+
+    Under torchrun / `accelerate launch` every process runs the whole command; the others write to
+    /dev/null, so the records appear once and one process writes the --output file.
+    """
+    from llmtune.modeling import launch_rank
+
+    if launch_rank() == 0:
+        return stdout, output
+    return open(os.devnull, "w", encoding="utf-8"), None  # noqa: SIM115 - closed with the process
 
 
 def _config_with_model(command: str, config: str | None, overrides: list[str] | None, model: str | None) -> tuple[str | None, list[str]]:
@@ -256,7 +286,8 @@ def predict(
     def work(stdout: Any) -> None:
         from llmtune.tasks import predict as task
 
-        summary = task.run(model, input, stdout, output, text_field, text_pair_field, batch_size, top_k, max_length)
+        stdout, target = _main_process_results(stdout, output)
+        summary = task.run(model, input, stdout, target, text_field, text_pair_field, batch_size, top_k, max_length)
         typer.echo(f"predicted {summary['rows']} rows ({summary['truncated']} truncated to {summary['max_length']} tokens)", err=True)
 
     _execute(work)
@@ -281,10 +312,11 @@ def generate(
 
         path, extra = _config_with_model("generate", config, overrides, model)
         cfg = load_config("generate", path, extra)
+        stdout, target = _main_process_results(stdout, str(output) if output else None)
         summary = import_module("llmtune.tasks.generate").run(
-            cfg, stdout, prompts=prompt, input_path=input_path, input_fmt=input_format, output=str(output) if output else None
+            cfg, stdout, prompts=prompt, input_path=input_path, input_fmt=input_format, output=target
         )
-        if output is not None:
+        if target is not None:
             _print_json(summary, stdout)
 
     _execute(work)

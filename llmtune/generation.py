@@ -1,18 +1,20 @@
 """Batched text generation with a causal LM: the core of `llmtune generate`, free of any CLI or file I/O.
 
 `generate_texts` takes prompts and returns, per prompt, its completions with token counts, so other
-commands (e.g. scoring generations against references) can reuse it as is.
+commands (e.g. scoring generations against references) can reuse it as is; `iter_generations` does the
+same lazily, yielding each prompt's completions as soon as they and the earlier prompts' are ready.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from llmtune.errors import UserError
 from llmtune.modeling import model_positions
+from llmtune.streaming import WINDOW_BATCHES, in_input_order, windows
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,31 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     return (text[: min(positions)], True) if positions else (text, False)
 
 
+def check_prompt(ids: list[int], index: int, generation_config: Any, limit: int | None) -> None:
+    """Refuse a prompt that encodes to nothing or leaves no room for new tokens in the model's context.
+
+    Args:
+        ids: the prompt's token ids.
+        index: its position in the input (0-based), for the error.
+        generation_config: the `GenerationConfig` that will be used (max_new_tokens / max_length).
+        limit: the model's context length (`llmtune.modeling.model_positions`), None if unbounded.
+
+    Raises:
+        PromptTooLong: naming the prompt's position and the fix.
+    """
+    new_tokens, max_length = generation_config.max_new_tokens, generation_config.max_length
+    if not ids:
+        raise PromptTooLong(index, "encodes to no tokens; give it some text.")
+    if new_tokens is not None and limit is not None and len(ids) + new_tokens > limit:
+        raise PromptTooLong(
+            index,
+            f"has {len(ids)} tokens; with max_new_tokens={new_tokens} that exceeds the model's context "
+            f"of {limit} tokens. Shorten the prompt or lower generation.max_new_tokens.",
+        )
+    if new_tokens is None and max_length is not None and len(ids) >= max_length:
+        raise PromptTooLong(index, f"has {len(ids)} tokens, leaving no room under generation.max_length={max_length}; use max_new_tokens.")
+
+
 def generate_texts(
     model: Any,
     tokenizer: Any,
@@ -80,12 +107,14 @@ def generate_texts(
     generation_config: Any,
     batch_size: int = 8,
     stop: list[str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
     streamer: Any = None,
 ) -> list[list[dict[str, Any]]]:
     """Complete prompts in batches: left padding, prompts grouped by length, results in input order.
 
-    Greedy decoding gives the same text as generating one prompt at a time.
+    Every prompt is checked before the first batch runs, and the whole list is grouped by length (the
+    batches `iter_generations` forms within one window). Greedy decoding gives the same text as
+    generating one prompt at a time.
 
     Args:
         model: a causal LM (already on its device, in eval mode).
@@ -94,7 +123,7 @@ def generate_texts(
         generation_config: a `transformers.GenerationConfig` (see `build_generation_config`).
         batch_size: prompts per forward pass.
         stop: strings that end a completion; the text from the first one on is dropped.
-        progress: called with (prompts done, total) after each batch.
+        progress: called with the number of prompts done after each batch.
         streamer: a transformers streamer (only for one prompt and one returned sequence).
 
     Returns:
@@ -105,70 +134,96 @@ def generate_texts(
     Raises:
         PromptTooLong: a prompt plus max_new_tokens does not fit the model's context.
     """
+    return list(iter_generations(model, tokenizer, prompts, generation_config, batch_size, stop, progress, streamer, window=None))
+
+
+def iter_generations(
+    model: Any,
+    tokenizer: Any,
+    prompts: Iterable[str],
+    generation_config: Any,
+    batch_size: int = 8,
+    stop: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    streamer: Any = None,
+    window: int | None = WINDOW_BATCHES,
+) -> Iterator[list[dict[str, Any]]]:
+    """Complete prompts as `generate_texts` does, yielding each prompt's completions as soon as they are ready.
+
+    Prompts are read from `prompts` a window of `window` batches at a time, checked, grouped by length
+    within the window and generated; a prompt's completions are yielded once it and every earlier
+    prompt are done (`llmtune.streaming.in_input_order`), so the first comes after one batch.
+
+    Args:
+        model, tokenizer, generation_config, batch_size, stop, progress, streamer: as for `generate_texts`.
+        prompts: the texts to complete; pulled lazily, one window at a time.
+        window: batches per window; None reads and groups every prompt before the first batch.
+
+    Yields:
+        For each prompt, in input order, the list `generate_texts` returns for it.
+
+    Raises:
+        PromptTooLong: a prompt of the window about to run does not fit (earlier windows were yielded).
+    """
     import torch
 
     stop = list(stop or [])
-    encoded = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
     limit = model_positions(model.config)
-    new_tokens, max_length = generation_config.max_new_tokens, generation_config.max_length
-    for i, ids in enumerate(encoded):
-        if not ids:
-            raise PromptTooLong(i, "encodes to no tokens; give it some text.")
-        if new_tokens is not None and limit is not None and len(ids) + new_tokens > limit:
-            raise PromptTooLong(
-                i,
-                f"has {len(ids)} tokens; with max_new_tokens={new_tokens} that exceeds the model's context "
-                f"of {limit} tokens. Shorten the prompt or lower generation.max_new_tokens.",
-            )
-        if new_tokens is None and max_length is not None and len(ids) >= max_length:
-            raise PromptTooLong(
-                i, f"has {len(ids)} tokens, leaving no room under generation.max_length={max_length}; use max_new_tokens."
-            )
     if stop and not generation_config.stop_strings:
         # Let generate stop as soon as a stop string appears instead of running on to max_new_tokens.
         generation_config = copy.deepcopy(generation_config)
         generation_config.stop_strings = stop
+    # Sequences that finished early are filled with pad tokens (often = EOS) up to the batch's longest.
+    ends = _eos_ids(generation_config) | {generation_config.pad_token_id} - {None}
+    per_prompt = max(1, generation_config.num_return_sequences or 1)
+    extra = {"tokenizer": tokenizer} if generation_config.stop_strings else {}
+    device = next(model.parameters()).device
+    done = 0
+
+    def run_batch(batch: list[list[int]]) -> list[list[dict[str, Any]]]:
+        nonlocal done
+        padded = tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(device)
+        with torch.inference_mode():
+            output = model.generate(**padded, generation_config=generation_config, streamer=streamer, **extra)
+        width = padded["input_ids"].shape[1]
+        results: list[list[dict[str, Any]]] = [[] for _ in batch]
+        for row, sequence in enumerate(output.tolist()):
+            ids = batch[row // per_prompt]
+            generated = sequence[width:]
+            ended = next((k for k, tok in enumerate(generated) if tok in ends), None)
+            generated = generated[:ended] if ended is not None else generated
+            prompt_text = tokenizer.decode(ids, skip_special_tokens=True)
+            full = tokenizer.decode(ids + generated, skip_special_tokens=True)
+            # Decoding prompt and completion together keeps characters split across the boundary whole.
+            completion = full[len(prompt_text) :] if full.startswith(prompt_text) else tokenizer.decode(generated, skip_special_tokens=True)
+            completion, stopped = cut_at_stop(completion, stop)
+            results[row // per_prompt].append(
+                {
+                    "completion": completion,
+                    "prompt_tokens": len(ids),
+                    "completion_tokens": len(generated),
+                    "finish_reason": "stop" if stopped or ended is not None else "length",
+                }
+            )
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+        return results
 
     side, pad_token = tokenizer.padding_side, tokenizer.pad_token
     tokenizer.padding_side = "left"  # generation continues from the last position, so padding goes first
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # Sequences that finished early are filled with pad tokens (often = EOS) up to the batch's longest.
-    ends = _eos_ids(generation_config) | {generation_config.pad_token_id} - {None}
-    per_prompt = max(1, generation_config.num_return_sequences or 1)
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-    results: list[list[dict[str, Any]]] = [[] for _ in prompts]
-    extra = {"tokenizer": tokenizer} if generation_config.stop_strings else {}
-    device = next(model.parameters()).device
+    first = 0
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(device)
-            with torch.inference_mode():
-                output = model.generate(**batch, generation_config=generation_config, streamer=streamer, **extra)
-            width = batch["input_ids"].shape[1]
-            for row, sequence in enumerate(output.tolist()):
-                index = chunk[row // per_prompt]
-                generated = sequence[width:]
-                ended = next((k for k, tok in enumerate(generated) if tok in ends), None)
-                generated = generated[:ended] if ended is not None else generated
-                prompt_text = tokenizer.decode(encoded[index], skip_special_tokens=True)
-                full = tokenizer.decode(encoded[index] + generated, skip_special_tokens=True)
-                # Decoding prompt and completion together keeps characters split across the boundary whole.
-                completion = full[len(prompt_text) :] if full.startswith(prompt_text) else tokenizer.decode(generated, skip_special_tokens=True)
-                completion, stopped = cut_at_stop(completion, stop)
-                results[index].append(
-                    {
-                        "completion": completion,
-                        "prompt_tokens": len(encoded[index]),
-                        "completion_tokens": len(generated),
-                        "finish_reason": "stop" if stopped or ended is not None else "length",
-                    }
-                )
-            if progress is not None:
-                progress(min(start + batch_size, len(order)), len(order))
+        for texts in windows(prompts, None if window is None else window * batch_size):
+            encoded = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+            for offset, ids in enumerate(encoded):
+                check_prompt(ids, first + offset, generation_config, limit)
+            first += len(texts)
+            # Longest first, as before streaming: the same batches, so the same greedy output.
+            yield from in_input_order(encoded, run_batch, batch_size, lambda ids: -len(ids))
     finally:
         tokenizer.padding_side = side
         if pad_token is None:
             tokenizer.pad_token = None
-    return results

@@ -1,6 +1,6 @@
 """Reading .txt, .jsonl, .csv and .tsv files (or stdin) line by line, as records with line numbers.
 
-The one reader of line-based data in llmtune: predict/generate read their inputs with `read_records`,
+The one reader of line-based data in llmtune: predict/generate stream their inputs with `open_records`,
 and training checks its local files with `iter_records` before `datasets` loads them
 (`llmtune.data.check_file`), so every problem names the file and the line it is on, the same way for both:
 `reviews.jsonl, line 7: invalid JSON (...)`, `data.train_file: train.tsv, line 7: ...`.
@@ -212,7 +212,22 @@ def read_records(
     fmt: str | None = None,
     field_option: str = "--text-field/--text-pair-field",
 ) -> list[Record]:
-    """Read every record of an inference input, checking that each one has the text field(s).
+    """Read every record of an inference input at once: `open_records` collected into a list."""
+    return list(open_records(path_or_dash, field, pair_field, fmt, field_option))
+
+
+def open_records(
+    path_or_dash: str | Path,
+    field: str = "text",
+    pair_field: str | None = None,
+    fmt: str | None = None,
+    field_option: str = "--text-field/--text-pair-field",
+) -> Iterator[Record]:
+    """Stream the records of an inference input, checking each one for the text field(s) as it is read.
+
+    What can be checked without reading rows (the format, that the file exists, pairs in plain text) is
+    checked now; each row is checked when the returned iterator reaches it, so a caller that streams
+    its results has handed on the records before a bad row when the error comes.
 
     Args:
         path_or_dash: a .txt (one text per line), .jsonl (one object per line), .csv or .tsv file (header
@@ -223,11 +238,11 @@ def read_records(
         field_option: how the user names the field, for the hint when it is missing.
 
     Returns:
-        The records in input order, each with its line number.
+        An iterator over the records in input order, each with its line number.
 
     Raises:
-        DataError: missing or empty input, unknown file type, non-UTF-8 bytes, invalid JSON/CSV or a
-            missing field, naming the line.
+        DataError: now: unknown file type or format, a missing file, pairs asked of plain text; while
+            iterating: an empty input, non-UTF-8 bytes, invalid JSON/CSV or a missing field, naming the line.
     """
     given = FORMATS.get(f".{fmt}") if fmt else None
     if fmt and given is None:
@@ -255,4 +270,4 @@ def read_records(
     if suffix == ".txt" and pair_field:
         raise DataError(f"{name}: plain text has one text per line; sentence pairs need .jsonl, .csv or .tsv input.")
     records = iter_records(source, suffix, name, field)
-    return list(_check_fields(records, name, [field] + ([pair_field] if pair_field else []), field_option))
+    return _check_fields(records, name, [field] + ([pair_field] if pair_field else []), field_option)

@@ -324,6 +324,20 @@ def launch_world_size() -> int:
     return max(int(size) if size.isdigit() else 1 for size in sizes)
 
 
+# The variables launchers set to this process's global rank, in the order accelerate reads them (utils.environment).
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launch_rank() -> int:
+    """This process's rank as the launcher set it (0 without a launcher), read without starting torch.distributed."""
+    import os
+
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
 def launched_on_cpus() -> bool:
     """Whether several processes were launched (torchrun, accelerate launch, mpirun) on a machine with no GPU.
 

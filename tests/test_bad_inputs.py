@@ -582,6 +582,17 @@ CASES: list[Case] = [
         lambda tmp: resumable_run(tmp, "seed=1", "training.gradient_accumulation_steps=4", "data.max_length=16"),
         ["seed: 0 in the run, 1 now", "training.gradient_accumulation_steps: 1 in the run, 4 now", "data.max_length: 32 in the run, 16 now"],
     ),
+    # --- slice 'stream' (issue 9.6): a bad row after records were streamed; --output still leaves no file ---
+    Case(
+        "generate-too-long-prompt-after-two-windows-with-output",
+        lambda tmp: _streamed_then_bad(tmp, "generate", "word " * 80),
+        ["in.txt, line 41: the prompt has", "Shorten the prompt or lower generation.max_new_tokens"],
+    ),
+    Case(
+        "predict-invalid-json-after-two-windows-with-output",
+        lambda tmp: _streamed_then_bad(tmp, "predict", "{oops"),
+        ["in.jsonl, line 41", "invalid JSON", "Each line must be one JSON object"],
+    ),
 ]
 
 
@@ -621,6 +632,21 @@ def resumable_run(tmp: Path, *overrides: str, manifest: dict | None = None) -> l
     if manifest is not None:
         (checkpoint / "manifest.json").write_text(json.dumps({"world_size": 1, "data": [], **manifest}), encoding="utf-8")
     return ["finetune", str(config), *overrides, "--resume"]
+
+
+def _streamed_then_bad(tmp: Path, command: str, bad_line: str) -> list[str]:
+    """40 good inputs then a bad line 41, batch size 1 (windows of 16: two windows are written before line 41 is
+    read), to `--output`: the file must not appear, as if the error had come before the first record."""
+    from conftest import tiny_classifier_dir, tiny_gpt2_dir
+
+    texts = [text for text, _ in sentiment_rows(40, seed=4)]
+    if command == "generate":
+        model = tiny_gpt2_dir(tmp / "lm", texts)
+        source = _write(tmp / "in.txt", "\n".join(texts + [bad_line]) + "\n")
+        return ["generate", "--model", str(model), "--input", str(source), "batch_size=1", "generation.max_new_tokens=4", "--output", str(tmp / "out.jsonl")]
+    model = tiny_classifier_dir(tmp / "clf", ["negative", "positive"], texts)
+    source = _write(tmp / "in.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts) + bad_line + "\n")
+    return ["predict", "--model", str(model), "--input", str(source), "--batch-size", "1", "--output", str(tmp / "out.jsonl")]
 
 
 def _write(path: Path, text: str) -> Path:

@@ -1,10 +1,11 @@
-"""`llmtune generate`: read prompts, complete them with a causal LM, write one JSONL record per returned sequence."""
+"""`llmtune generate`: read prompts, complete them with a causal LM, stream one JSONL record per returned sequence."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -27,54 +28,56 @@ class Prompt:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def read_prompts(input_path: str, fmt: str | None, prompt_field: str) -> list[Prompt]:
-    """Prompts from a file or stdin (`llmtune.inputs`): .txt one per line, .jsonl objects with `prompt_field`.
+def read_prompts(input_path: str, fmt: str | None, prompt_field: str) -> Iterator[Prompt]:
+    """Stream prompts from a file or stdin (`llmtune.inputs`): .txt one per line, .jsonl objects with `prompt_field`.
+
+    The file's existence and format are checked now, each line as the iterator reaches it.
 
     Raises:
         DataError: invalid JSON, a missing field, an empty prompt; naming the line.
     """
-    from llmtune.inputs import read_records
+    from llmtune.inputs import open_records
 
     name = "stdin" if input_path == "-" else input_path
-    prompts = []
-    for record in read_records(input_path, prompt_field, fmt=fmt, field_option="prompt_field=NAME"):
-        text = record.fields.pop(prompt_field)
-        if not text.strip():
-            raise DataError(f"{name}, line {record.line}: empty prompt. Every line must hold a prompt; remove blank lines.")
-        prompts.append(Prompt(text, f"{name}, line {record.line}", record.fields))
-    return prompts
+    records = open_records(input_path, prompt_field, fmt=fmt, field_option="prompt_field=NAME")
+
+    def prompts() -> Iterator[Prompt]:
+        for record in records:
+            text = record.fields.pop(prompt_field)
+            if not text.strip():
+                raise DataError(f"{name}, line {record.line}: empty prompt. Every line must hold a prompt; remove blank lines.")
+            yield Prompt(text, f"{name}, line {record.line}", record.fields)
+
+    return prompts()
 
 
-def collect_prompts(cfg: GenerateConfig, prompts: list[str] | None, input_path: str | None, fmt: str | None) -> list[Prompt]:
-    """The prompts to complete: --prompt, else --input (a file or `-` for stdin), else the config's `prompts:`."""
+def collect_prompts(cfg: GenerateConfig, prompts: list[str] | None, input_path: str | None, fmt: str | None) -> Iterator[Prompt]:
+    """The prompts to complete: --prompt, else --input (a file or `-` for stdin, read lazily), else the config's `prompts:`."""
     if prompts and input_path:
         raise UserError("pass either --prompt or --input, not both.")
     if prompts:
         empty = [i + 1 for i, p in enumerate(prompts) if not p.strip()]
         if empty:
             raise UserError(f"--prompt number {empty[0]} is empty; give it some text.")
-        return [Prompt(p, f"--prompt {i + 1}") for i, p in enumerate(prompts)]
+        return iter([Prompt(p, f"--prompt {i + 1}") for i, p in enumerate(prompts)])
     if input_path:
         return read_prompts(input_path, fmt, cfg.prompt_field)
     if cfg.prompts:
-        return [Prompt(p, f"prompts[{i}]") for i, p in enumerate(cfg.prompts)]
+        return iter([Prompt(p, f"prompts[{i}]") for i, p in enumerate(cfg.prompts)])
     raise UserError("no prompts: pass --prompt TEXT, --input FILE (or - for stdin), or list them under prompts: in the config.")
 
 
-def records(prompts: list[Prompt], results: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One output record per returned sequence, in input order; input fields pass through.
+def prompt_records(index: int, prompt: Prompt, sequences: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The output records of one prompt, one per returned sequence; its input fields pass through.
 
     A passed-through field whose name llmtune uses itself (e.g. `completion`) is kept as `input_<name>`.
     """
-    out = []
-    for index, (prompt, sequences) in enumerate(zip(prompts, results)):
-        extra = {(f"input_{k}" if k in OUTPUT_KEYS else k): v for k, v in prompt.extra.items()}
-        for number, seq in enumerate(sequences):
-            out.append({**extra, "index": index, "sequence": number, "prompt": prompt.text, **seq})
-    return out
+    extra = {(f"input_{k}" if k in OUTPUT_KEYS else k): v for k, v in prompt.extra.items()}
+    return [{**extra, "index": index, "sequence": number, "prompt": prompt.text, **seq} for number, seq in enumerate(sequences)]
 
 
 def write_jsonl(rows: list[dict[str, Any]], stream: IO[str]) -> None:
+    """Write `rows` as JSON lines and flush, so a reader at the other end of a pipe gets them now."""
     for row in rows:
         stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     stream.flush()
@@ -100,7 +103,14 @@ def run(
     input_fmt: str | None = None,
     output: str | None = None,
 ) -> dict[str, Any]:
-    """Complete prompts and write JSONL records to `output` or `stdout`.
+    """Complete prompts and stream JSONL records to `output` or `stdout`, in input order, as batches finish.
+
+    Prompts are read lazily (`llmtune.streaming`): a window of `WINDOW_BATCHES` batches is read, checked
+    and generated at a time, and each prompt's records are written and flushed once it and every earlier
+    prompt are done. The first window is read before the model loads, so a mistake near the top of the
+    input is reported at once. A bad prompt further on ends the run with a DataError naming its line;
+    records already written to stdout stay there, while `output` (written through `atomic_writer`) is
+    then never created.
 
     Args:
         cfg: the validated generate config.
@@ -115,36 +125,57 @@ def run(
 
     Raises:
         UserError: bad input (naming the line), no prompts, an unreachable model, a prompt too long.
+        BrokenPipeError: the reader of `stdout` closed it (`| head -1`); checked before each batch.
     """
+    import contextlib
+    from itertools import chain
+
     from transformers import AutoModelForCausalLM, set_seed
 
-    from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
-    from llmtune.modeling import load_for_inference
     from llmtune.files import atomic_writer
+    from llmtune.generation import PromptTooLong, build_generation_config, iter_generations
+    from llmtune.modeling import load_for_inference
     from llmtune.runs import check_writable
+    from llmtune.streaming import WINDOW_BATCHES, stop_if_reader_gone, windows
 
     if output is not None:
         check_writable(output, "--output", "file")
-    items = collect_prompts(cfg, prompts, input_path, input_fmt)
+    # Read (and check) the first window before the slow model load; the rest is read as it is needed.
+    chunks = windows(collect_prompts(cfg, prompts, input_path, input_fmt), WINDOW_BATCHES * cfg.batch_size)
+    first = next(chunks, [])
+    items = chain(first, chain.from_iterable(chunks))
     set_seed(cfg.seed)
     model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     stream = None
-    if len(items) == 1 and output is None and stdout is not None and stdout.isatty() and generation_config.num_beams == 1 and (generation_config.num_return_sequences or 1) == 1:
+    # A window shorter than its size is the whole input: one prompt in it is the only prompt.
+    if len(first) == 1 and output is None and stdout is not None and stdout.isatty() and generation_config.num_beams == 1 and (generation_config.num_return_sequences or 1) == 1:
         stream = _streamer(tokenizer)
 
-    def progress(done: int, total: int) -> None:
-        logger.info("generated %d/%d prompts", done, total)
+    pending: dict[int, Prompt] = {}  # the prompts read whose records are not written yet
 
-    try:
-        results = generate_texts(model, tokenizer, [p.text for p in items], generation_config, cfg.batch_size, cfg.stop, progress, stream)
-    except PromptTooLong as exc:
-        raise DataError(f"{items[exc.index].source}: the prompt {exc.detail}") from None
-    rows = records(items, results)
+    def texts() -> Iterator[str]:
+        for index, item in enumerate(items):
+            pending[index] = item
+            yield item.text
+
+    def progress(done: int) -> None:
+        if stdout is not None and output is None:
+            stop_if_reader_gone(stdout)  # `| head -1` has what it wanted: stop before the next batch
+        logger.info("generated %d prompts", done)
+
+    count = sequences = 0
+    with contextlib.ExitStack() as stack:
+        # To a file: streamed to a temporary name, renamed when complete, removed if the run fails.
+        target = stack.enter_context(atomic_writer(output)) if output is not None else stdout
+        try:
+            for results in iter_generations(model, tokenizer, texts(), generation_config, cfg.batch_size, cfg.stop, progress, stream):
+                rows = prompt_records(count, pending.pop(count), results)
+                if target is not None:
+                    write_jsonl(rows, target)
+                count, sequences = count + 1, sequences + len(rows)
+        except PromptTooLong as exc:
+            raise DataError(f"{pending[exc.index].source}: the prompt {exc.detail}") from None
     if output is not None:
-        with atomic_writer(output) as handle:  # a partial file never looks complete
-            write_jsonl(rows, handle)
-        logger.info("wrote %d records to %s", len(rows), output)
-    elif stdout is not None:
-        write_jsonl(rows, stdout)
-    return {"prompts": len(items), "sequences": len(rows), "output": output}
+        logger.info("wrote %d records to %s", sequences, output)
+    return {"prompts": count, "sequences": sequences, "output": output}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from llmtune.errors import UserError
@@ -47,20 +48,37 @@ def class_probabilities(model: Any, tokenizer: Any, features: list[dict[str, lis
         A numpy array of shape (examples, labels).
     """
     import numpy as np
+
+    rows = list(in_order_probabilities(model, tokenizer, features, batch_size))
+    return np.stack(rows) if rows else np.zeros((0, model.config.num_labels), dtype=np.float64)
+
+
+def in_order_probabilities(
+    model: Any, tokenizer: Any, features: list[dict[str, list[int]]], batch_size: int, before_batch: Callable[[], None] | None = None
+) -> Iterator[Any]:
+    """Each example's softmax class probabilities (a numpy row), yielded in order as soon as its batch and the earlier ones ran.
+
+    The examples are batched shortest first (`llmtune.streaming.in_input_order`), the same batches as a
+    sort of the whole list, so the numbers do not depend on how the caller windows its input.
+    `before_batch` is called before each forward pass (to flush what was yielded, or to stop).
+    """
+    import numpy as np
     import torch
     from transformers import DataCollatorWithPadding
 
+    from llmtune.streaming import in_input_order
+
     collate = DataCollatorWithPadding(tokenizer)
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    probabilities = np.zeros((len(features), model.config.num_labels), dtype=np.float64)
     where = next(model.parameters()).device
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = {k: v.to(where) for k, v in collate([features[i] for i in chunk]).items()}
-            logits = model(**batch).logits
-            probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probabilities
+
+    def run_batch(batch: list[dict[str, list[int]]]) -> list[Any]:
+        if before_batch is not None:
+            before_batch()
+        with torch.no_grad():
+            logits = model(**{k: v.to(where) for k, v in collate(batch).items()}).logits
+        return list(torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64))
+
+    yield from in_input_order(features, run_batch, batch_size, lambda f: len(f["input_ids"]))
 
 
 def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[list[dict[str, list[int]]], int]:
@@ -83,7 +101,12 @@ def run(
     top_k: int | None = None,
     max_length: int | None = None,
 ) -> dict[str, Any]:
-    """Classify every record of `input` and write one JSON line per record, in input order.
+    """Classify every record of `input` and stream one JSON line per record, in input order.
+
+    The input is read lazily, a window of `WINDOW_BATCHES` batches at a time (the first before the model
+    loads); each line is written as soon as its batch and the earlier ones ran. A bad row further on ends
+    the run with a DataError naming its line: lines already written to `stream` stay, an `output` file
+    is then never created.
 
     Each line holds the record's other fields (passthrough, e.g. `id`), then `label`, `score` and
     `probabilities` (label -> probability, most likely first; the top `top_k` when given).
@@ -103,31 +126,51 @@ def run(
 
     Raises:
         DataError: bad input, naming the line. UserError: a model that is not a classifier.
+        BrokenPipeError: the reader of `stream` closed it (`| head -1`).
     """
-    from llmtune.inputs import read_records
-    from llmtune.modeling import context_length
-    from llmtune.files import atomic_writer
-    from llmtune.runs import check_writable
+    import contextlib
+    from itertools import chain
 
-    if output not in (None, "-"):
+    from llmtune.files import atomic_writer
+    from llmtune.inputs import open_records
+    from llmtune.modeling import context_length
+    from llmtune.runs import check_writable
+    from llmtune.streaming import WINDOW_BATCHES, stop_if_reader_gone, windows
+
+    to_file = output not in (None, "-")
+    if to_file:
         check_writable(output, "--output", "file")
-    records = read_records(input, text_field, text_pair_field)
+    chunks = windows(open_records(input, text_field, text_pair_field), WINDOW_BATCHES * batch_size)
+    # Read (and check) the first window before the model loads, so a mistake near the top is reported at once.
+    first = next(chunks, [])
     classifier, tokenizer = load_classifier(model)
     limit = context_length(tokenizer, classifier.config, max_length)
-    texts = [r.fields[text_field] for r in records]
-    pairs = [r.fields[text_pair_field] for r in records] if text_pair_field else None
-    features, truncated = tokenize(tokenizer, texts, pairs, limit)
-    if truncated:
-        logger.warning("%d of %d inputs were longer than %d tokens and were truncated", truncated, len(records), limit)
-    probabilities = class_probabilities(classifier, tokenizer, features, batch_size)
     names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
     keep = len(names) if top_k is None else min(top_k, len(names))
+    rows = truncated = 0
     with contextlib.ExitStack() as stack:
-        # To a file: written under a temporary name and renamed when complete, so it never looks finished early.
-        target = stack.enter_context(atomic_writer(output)) if output not in (None, "-") else stream
-        for record, row in zip(records, probabilities):
-            ranked = sorted(range(len(names)), key=lambda j: -row[j])[:keep]
-            line = {k: v for k, v in record.fields.items() if k not in (text_field, text_pair_field)}
-            line.update(label=names[ranked[0]], score=float(row[ranked[0]]), probabilities={names[j]: float(row[j]) for j in ranked})
-            target.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return {"rows": len(records), "truncated": truncated, "max_length": limit}
+        # To a file: streamed to a temporary name and renamed when complete, so it never looks finished
+        # early, and removed if a bad row further on ends the run.
+        target = stack.enter_context(atomic_writer(output)) if to_file else stream
+
+        def before_batch() -> None:
+            if not to_file:
+                target.flush()  # the lines ready so far reach the pipe before the next batch runs
+                stop_if_reader_gone(target)  # `| head -1` has what it wanted: stop here
+
+        for records in chain([first], chunks):
+            texts = [r.fields[text_field] for r in records]
+            pairs = [r.fields[text_pair_field] for r in records] if text_pair_field else None
+            features, cut = tokenize(tokenizer, texts, pairs, limit)
+            truncated += cut
+            probabilities = in_order_probabilities(classifier, tokenizer, features, batch_size, before_batch)
+            for record, row in zip(records, probabilities, strict=True):
+                ranked = sorted(range(len(names)), key=lambda j: -row[j])[:keep]
+                line = {k: v for k, v in record.fields.items() if k not in (text_field, text_pair_field)}
+                line.update(label=names[ranked[0]], score=float(row[ranked[0]]), probabilities={names[j]: float(row[j]) for j in ranked})
+                target.write(json.dumps(line, ensure_ascii=False) + "\n")
+                rows += 1
+        target.flush()
+    if truncated:
+        logger.warning("%d of %d inputs were longer than %d tokens and were truncated", truncated, rows, limit)
+    return {"rows": rows, "truncated": truncated, "max_length": limit}
