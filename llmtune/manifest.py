@@ -193,11 +193,29 @@ def build(
     }
 
 
-def for_training(cfg: RunConfig, args: TrainingArguments, resumed_from: str | None = None) -> dict[str, Any]:
-    """The manifest of a training run (its seed is the one TrainingArguments got)."""
+def for_training(
+    cfg: RunConfig, args: TrainingArguments, resumed_from: str | None = None, precision: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The manifest of a training run (its seed is the one TrainingArguments got).
+
+    Args:
+        precision: how the precision was chosen (`hardware.Plan.record()`: resolved, requested, reason).
+    """
     device, dtype = training_device(args)
-    extra = {"resumed_from": resumed_from} if resumed_from else {}
+    extra: dict[str, Any] = {"resumed_from": resumed_from} if resumed_from else {}
+    if precision is not None:
+        extra["precision"] = precision
     return build(args.seed, cfg.data, device, dtype, world_size=args.world_size, **extra)
+
+
+def recorded_precision(checkpoint: str | Path) -> str | None:
+    """The precision (fp32, bf16 or fp16) a checkpoint's run trained with, from its manifest.json (None: no manifest)."""
+    try:
+        recorded = json.loads((Path(checkpoint) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    dtype = recorded.get("dtype") if isinstance(recorded, dict) else None
+    return dtype if dtype in ("fp32", "bf16", "fp16") else None
 
 
 def write(manifest: dict[str, Any], directory: str | Path) -> Path:
@@ -260,10 +278,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _training_defaults() -> dict[str, Any]:
-    """TrainingArguments' defaults, so `not set` and `set to the default` compare equal."""
+    """TrainingArguments' (and llmtune's extra keys') defaults, so `not set` and `set to the default` compare equal."""
     from transformers import TrainingArguments
 
-    defaults = {}
+    from llmtune.config.validate import TRAINING_EXTRAS_DEFAULTS
+
+    defaults = {f"training.{key}": value for key, value in TRAINING_EXTRAS_DEFAULTS.items()}
     for field in dataclasses.fields(TrainingArguments):
         if field.default is not dataclasses.MISSING:
             defaults[f"training.{field.name}"] = field.default
@@ -350,6 +370,7 @@ def check_resume(cfg: RunConfig, checkpoint: str | Path) -> None:
             f"Resume with the run's settings (its config is {saved_config}), or start a new run "
             "(--overwrite, or another training.output_dir)."
         )
+    check_resumed_precision(cfg, folder)
     for key, a, b in allowed:
         logger.warning("--resume: %s changed from %s to %s (allowed: it does not change the training itself)", key, _show(key, a), _show(key, b))
     for key, a, b in extended:
@@ -358,6 +379,35 @@ def check_resume(cfg: RunConfig, checkpoint: str | Path) -> None:
             "the result is not what an uninterrupted run with %s would give.",
             key, _show(key, a), _show(key, b), _show(key, b),
         )
+
+
+def check_resumed_precision(cfg: RunConfig, checkpoint: str | Path) -> None:
+    """Say (or refuse) when `precision: auto` resolves differently on the machine a run is resumed on.
+
+    Under auto the machine decides, so the same config may resume a bf16 GPU run on a CPU: that is not a
+    config change, and the run continues in this machine's precision with a warning (the weights and
+    the optimizer state are fp32 in every case). An fp16 run is the exception: its checkpoint holds the
+    loss scaler's state (scaler.pt), which Trainer can only load into another fp16 run.
+
+    Raises:
+        UserError: an fp16 run with loss-scaler state resumed where fp16 is not available.
+    """
+    from llmtune import hardware
+
+    folder = Path(checkpoint)
+    recorded = recorded_precision(folder)
+    if recorded is None:
+        return
+    plan = hardware.plan(cfg.training, hardware.detect(use_cpu=cfg.training.get("use_cpu") is True), resumed=recorded)
+    if plan.precision == recorded:
+        return
+    if recorded == "fp16" and (folder / "scaler.pt").is_file():  # transformers.trainer.SCALER_NAME
+        raise UserError(
+            f"--resume: the run in {folder} trained in fp16 (training.precision: auto on a GPU without bf16), and its "
+            f"checkpoint holds fp16 loss-scaler state (scaler.pt) that {plan.precision} training on this machine cannot "
+            "continue. Resume it on a CUDA GPU, or start a new run (--overwrite, or another training.output_dir)."
+        )
+    logger.warning("--resume: the run trained in %s; this machine continues it in %s (%s).", recorded, plan.precision, plan.reason)
 
 
 def for_evaluation(cfg: Any, data: DataSection | None, seed: int, model_config: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmtune import manifest
+from llmtune import hardware, manifest
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
 from llmtune.files import write_text_atomically
@@ -316,15 +316,28 @@ def _link_or_copy(source: str, target: str) -> None:
 # Training
 
 
-def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArguments, list[Any]]:
-    """Build TrainingArguments from `training:` (over llmtune's and the task's defaults) and the callbacks it asks for.
+def machine_plan(cfg: RunConfig, checkpoint: str | None = None) -> hardware.Plan:
+    """What llmtune picks for this run on this machine (precision, TF32, optimizer, data loading; see llmtune.hardware).
+
+    Args:
+        cfg: the run config.
+        checkpoint: the checkpoint the run resumes from: under `precision: auto` its run's precision is kept
+            where this machine can continue it (read from its manifest.json).
+    """
+    machine = hardware.detect(use_cpu=cfg.training.get("use_cpu") is True)
+    return hardware.plan(cfg.training, machine, resumed=manifest.recorded_precision(checkpoint) if checkpoint else None)
+
+
+def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defaults: Any) -> tuple[TrainingArguments, list[Any]]:
+    """Build TrainingArguments from `training:` (over llmtune's, the machine's and the task's defaults) and the callbacks it asks for.
 
     Trainer's output_dir is the staging folder (`staging_dir`): checkpoints and the final save go
     there, and `finish_run` swaps it into `training.output_dir`.
 
     Args:
         cfg: the run config.
-        defaults: task defaults, overridden by the user's `training:` values.
+        plan: the machine's defaults (`machine_plan`), computed here when not given.
+        defaults: task defaults, over the machine's and under the user's `training:` values.
 
     Returns:
         The TrainingArguments and Trainer callbacks (EarlyStoppingCallback when early_stopping_patience is set).
@@ -333,7 +346,12 @@ def training_arguments(cfg: RunConfig, **defaults: Any) -> tuple[TrainingArgumen
 
     user = dict(cfg.training)
     extras = {k: user.pop(k) for k in list(user) if k in TRAINING_EXTRAS}
-    kwargs = {**TRAINING_DEFAULTS, **defaults, "seed": cfg.seed, **user}
+    plan = plan or machine_plan(cfg)
+    kwargs = {**TRAINING_DEFAULTS, **plan.defaults, **defaults, "seed": cfg.seed, **user}
+    if kwargs.get("dataloader_num_workers", 0) > 0:
+        # DataLoader workers are forked after the tokenizer ran in this process; the Rust tokenizers would
+        # print a warning in each and turn their threads off anyway. The workers only pad (Python).
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if "use_cpu" not in user and launched_on_cpus():
         # torchrun / accelerate launch on a machine without GPUs: real DDP over gloo, not N independent runs.
         kwargs["use_cpu"] = True
@@ -437,8 +455,12 @@ def make_trainer(
     """
     from transformers import Trainer
 
-    args, requested = training_arguments(cfg, **(training_defaults or {}))
-    requested.append(manifest.run_recorder(cfg, manifest.for_training(cfg, args)))
+    plan = machine_plan(cfg, checkpoint)
+    # Attention is transformers' choice: SDPA wherever the model supports it (eager otherwise); said here, not set.
+    logger.info("%s; attention: %s", plan.summary(), getattr(model.config, "_attn_implementation", None) or "the model's default")
+    args, requested = training_arguments(cfg, plan, **(training_defaults or {}))
+    record = manifest.for_training(cfg, args, precision=plan.record())
+    requested.append(manifest.run_recorder(cfg, record))
     trainer = Trainer(
         model=model,
         args=args,

@@ -593,7 +593,46 @@ CASES: list[Case] = [
         lambda tmp: _streamed_then_bad(tmp, "predict", "{oops"),
         ["in.jsonl, line 41", "invalid JSON", "Each line must be one JSON object"],
     ),
+    # --- slice 'precision'' (issue 9, points 2 and 5): precision and kernels chosen for the machine ---------
+    Case(
+        "precision-bf16-on-cpu",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\n  bf16: true\n"),
+        ["training.bf16 (line 11)", "needs a GPU", "training.precision: auto", "run on a GPU"],
+    ),
+    Case(
+        "precision-fp16-on-cpu-over-a-previous-run",
+        with_override("training.precision=fp16", flags=("--overwrite",), existing_run=True),
+        ["training.precision (command-line override)", "fp16 mixed precision needs a GPU", "Set training.precision: auto"],
+    ),
+    Case(
+        "precision-bf16-on-cpu-pretrain-mlm",
+        lambda tmp: ["pretrain-mlm", str(_mlm_config(tmp)), "training.precision=bf16"],
+        ["training.precision (command-line override)", "bf16 mixed precision needs a GPU"],
+    ),
+    Case("precision-tf32-on-cpu", with_override("training.tf32=true"), ["training.tf32 (command-line override)", "Ampere", "Remove training.tf32"]),
+    Case(
+        "precision-contradicts-bf16",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\n  precision: fp32\n  bf16: true\n"),
+        ["training.bf16 (line 12)", "contradicts training.precision: fp32", "Remove training.bf16"],
+    ),
+    Case(
+        "precision-bf16-and-fp16",
+        with_override("training.bf16=true", "training.fp16=true"),
+        ["training.bf16 and training.fp16 are both true", "Keep one"],
+    ),
+    Case("precision-unknown-value", with_override("training.precision=half"), ["training.precision (command-line override)", "'auto', 'bf16', 'fp16' or 'fp32'"]),
+    Case(
+        "resume-fp16-run-on-cpu",
+        lambda tmp: _with_scaler(resumable_run(tmp, manifest={"dtype": "fp16"}), tmp),
+        ["--resume: the run in", "trained in fp16", "scaler.pt", "Resume it on a CUDA GPU"],
+    ),
 ]
+
+
+def _with_scaler(args: list[str], tmp: Path) -> list[str]:
+    """The fp16 loss scaler's state, as Trainer saves it in an fp16 run's checkpoint."""
+    (tmp / "run" / "checkpoint-2" / "scaler.pt").write_bytes(b"scaler state")
+    return args
 
 
 def _mkdir(path: Path) -> Path:

@@ -58,6 +58,7 @@ def load_config(
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
     check_model: bool = True,
+    on_this_machine: bool = True,
 ) -> BaseModel:
     """Load, override and validate the config of one command.
 
@@ -68,6 +69,8 @@ def load_config(
         base: a starting mapping when there is no file (e.g. built from command-line flags).
         check_model: also check the model against the command, data.max_length and the tokenizer
             (`llmtune.config.model_checks`; reads config.json, never weights).
+        on_this_machine: the config will train on this machine, so settings it cannot honour (bf16 without
+            a GPU) are errors; False (`llmtune validate`) makes them warnings.
 
     Returns:
         The validated schema object; `training` values are coerced to TrainingArguments' types.
@@ -91,13 +94,13 @@ def load_config(
         problems += schema_problems(schema, raw, exc)
         training = raw.data.get("training")
         if isinstance(training, dict) and "training" in schema.model_fields:
-            problems += check_training(raw, training)[1]
+            problems += check_training(raw, training, on_this_machine)[1]
         generation = raw.data.get("generation")
         if isinstance(generation, dict) and "generation" in schema.model_fields:
             problems += check_generation(raw, generation)
         raise ConfigError(problems, source=source) from None
     if "training" in schema.model_fields:
-        cfg.training, training_problems = check_training(raw, cfg.training)
+        cfg.training, training_problems = check_training(raw, cfg.training, on_this_machine)
         problems += training_problems
     if "generation" in schema.model_fields:
         problems += check_generation(raw, cfg.generation)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from llmtune.config.loader import Key, RawConfig
 from llmtune.errors import redact, shown
 
-# Keys llmtune adds to `training:` on top of TrainingArguments (for Trainer's EarlyStoppingCallback).
-TRAINING_EXTRAS = {"early_stopping_patience": int, "early_stopping_threshold": float}
+logger = logging.getLogger(__name__)
+
+# Keys llmtune adds to `training:` on top of TrainingArguments: early stopping (Trainer's
+# EarlyStoppingCallback) and `precision` (auto: chosen for the machine, see llmtune.hardware).
+TRAINING_EXTRAS = {
+    "early_stopping_patience": int,
+    "early_stopping_threshold": float,
+    "precision": Literal["auto", "bf16", "fp16", "fp32"],
+}
+# What a TRAINING_EXTRAS key means when it is left out (the --resume check compares configs with these).
+TRAINING_EXTRAS_DEFAULTS = {"precision": "auto"}
 
 # TrainingArguments keys that transformers 5 removed, with what to use instead.
 RENAMED_TRAINING_KEYS = {
@@ -124,18 +134,22 @@ def _type_hints(cls: type) -> dict[str, Any]:
         return {}
 
 
-def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Check `training:` against `transformers.TrainingArguments` (names, value types, its own checks).
+def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Check `training:` against `transformers.TrainingArguments` (names, value types, its own checks) and the machine.
 
     Args:
         raw: the raw config, for line numbers.
         training: the `training:` mapping.
+        on_this_machine: the config is about to train here, so settings this machine cannot honour
+            (bf16/fp16/tf32 without a GPU) are problems. False for `llmtune validate`: configs for GPU
+            machines are validated in CI without one, so those settings are only warned about.
 
     Returns:
         The mapping with values coerced to the field types (e.g. "3e-5" -> 3e-05), and the problems found.
     """
     from transformers import TrainingArguments
 
+    from llmtune import hardware
     from llmtune.modeling import launched_on_cpus
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
@@ -161,9 +175,18 @@ def check_training(raw: RawConfig, training: dict[str, Any]) -> tuple[dict[str, 
     if "output_dir" not in training:
         problems.append(f"{raw.where(('training',))}: training.output_dir is required: where the model and metrics are saved.")
     problems += training_value_problems(raw, coerced)
+    locate = lambda key: raw.where(("training", key))  # noqa: E731 - a one-line adapter for hardware's messages
+    problems += hardware.precision_problems(coerced, locate)
+    machine_problems = hardware.machine_problems(coerced, hardware.detect(use_cpu=coerced.get("use_cpu") is True), locate)
+    if on_this_machine:
+        problems += machine_problems
     if problems:
         return coerced, problems
-    checked = {k: v for k, v in coerced.items() if k not in TRAINING_EXTRAS}
+    for problem in machine_problems:
+        logger.warning("%s Only a warning here (a config for a GPU machine is valid); training with it on this machine stops.", problem)
+    # TrainingArguments would refuse what this machine lacks; the rest of the config is still checked.
+    lacking = (*hardware.GPU_PRECISION_KEYS, "tf32") if machine_problems else ()
+    checked = {k: v for k, v in coerced.items() if k not in TRAINING_EXTRAS and k not in lacking}
     if "use_cpu" not in checked and launched_on_cpus():
         checked["use_cpu"] = True  # as llmtune.runs.training_arguments does: DDP on a machine without GPUs
     try:

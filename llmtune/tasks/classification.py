@@ -95,6 +95,10 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
+    if model.config.problem_type is None and len(label_names) > 1:
+        # What the model would set on its first batch (integer labels, several classes); set up front, a
+        # compiled model (training.torch_compile) is not recompiled for the changed config after step 1.
+        model.config.problem_type = "single_label_classification"
     if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     # A sequence classifier's loss is the batch mean (transformers' ForSequenceClassificationLoss ignores
