@@ -582,6 +582,19 @@ CASES: list[Case] = [
         lambda tmp: resumable_run(tmp, "seed=1", "training.gradient_accumulation_steps=4", "data.max_length=16"),
         ["seed: 0 in the run, 1 now", "training.gradient_accumulation_steps: 1 in the run, 4 now", "data.max_length: 32 in the run, 16 now"],
     ),
+    # issue 9, classification data path (length-grouped batches, padding per device):
+    Case(
+        "train-sampling-strategy-misspelt",
+        with_override("training.train_sampling_strategy=group_by_lenght", existing_run=True),
+        ["training.train_sampling_strategy", "'group_by_lenght' is not one of random, sequential, group_by_length, batch_rebalance",
+         "Did you mean 'group_by_length'?"],
+    ),
+    Case(
+        "mlm-pad-to-multiple-of-zero",
+        raw_config(VALID_HEAD.split("data:")[0] + "data:\n  train_file: {train}\n  text_column: sentence\n  validation_split: 0.25\n"
+                   "mlm:\n  pad_to_multiple_of: 0\ntraining:\n  output_dir: {out}\n", command="pretrain-mlm"),
+        ["mlm.pad_to_multiple_of: must be at least 1, got 0", "Use auto, null or a positive number such as 8"],
+    ),
 ]
 
 
