@@ -113,7 +113,17 @@ class LengthGroupedTrainer(Trainer):
         args = self.args
         step_rows = args.train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
         seed = args.data_seed if args.data_seed is not None else args.seed
-        return SeededLengthGroupedSampler(token_counts(dataset), step_rows, seed)
+        self._length_sampler = SeededLengthGroupedSampler(token_counts(dataset), step_rows, seed)
+        return self._length_sampler
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        # Trainer reaches the sampler's set_epoch through accelerate's wrappers, except in a DDP run resumed
+        # mid-epoch: there the sampler sits under SkipBatchSampler > BatchSamplerShard > BatchSampler, one level
+        # deeper than accelerate looks, and would replay epoch 0's order. Say the epoch here, whatever the wrapping.
+        sampler = getattr(self, "_length_sampler", None)
+        if sampler is not None and "epoch" in kwargs:
+            sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         if not self._grouping(eval_dataset):

@@ -193,3 +193,25 @@ def test_padding_is_rounded_to_8_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cuda"))
     assert training_device_type({}) == "cuda"
     assert training_device_type({"use_cpu": True}) == "cpu"
+
+
+def test_the_trainer_tells_the_sampler_its_epoch_before_each_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a DDP run resumed mid-epoch the sampler sits deeper in accelerate's wrappers than its set_epoch reaches;
+    LengthGroupedTrainer sets the epoch itself before every epoch it runs."""
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from conftest import TINY_BERT
+    from llmtune.batching import LengthGroupedTrainer, SeededLengthGroupedSampler
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, **{k: v for k, v in TINY_BERT.items() if k != "model_type"}))
+    data = Dataset.from_dict({"input_ids": [[1] * (i % 7 + 2) for i in range(40)], "labels": [i % 2 for i in range(40)]})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to="none",
+                             train_sampling_strategy="group_by_length", use_cpu=True, seed=3)
+    trainer = LengthGroupedTrainer(model=model, args=args, train_dataset=data)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, SeededLengthGroupedSampler) and sampler.seed == 3 and sampler.batch_size == 4
+    seen = []
+    monkeypatch.setattr(Trainer, "_run_epoch", lambda self, **kwargs: seen.append(sampler.epoch))
+    trainer._run_epoch(model=model, epoch=2)
+    assert seen == [2]
