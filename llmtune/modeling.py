@@ -311,6 +311,34 @@ def device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def training_device_type(training: dict[str, Any]) -> str:
+    """The kind of device a run with this `training:` mapping trains on: "cuda", "mps", "xpu", ... or "cpu".
+
+    As Trainer decides: the accelerator torch finds, unless `use_cpu` is set.
+    """
+    import torch
+
+    if training.get("use_cpu") or not torch.accelerator.is_available():
+        return "cpu"
+    return torch.accelerator.current_accelerator().type
+
+
+def pad_multiple(device_type: str, setting: int | str | None = "auto") -> int | None:
+    """What to round a padded batch length up to on this kind of device (None: no rounding).
+
+    On CUDA, matrix multiplies whose dimensions are multiples of 8 run on tensor cores (fp16/bf16/TF32), so
+    a few padding positions buy faster kernels. A CPU gains nothing from them: each one is only extra work.
+    Other accelerators are left unrounded until measured.
+
+    Args:
+        device_type: "cuda", "cpu", ... (`training_device_type`, or `device().type` for inference).
+        setting: a config's value: "auto" (the rule above), a number (kept), or None (no rounding).
+    """
+    if setting != "auto":
+        return setting
+    return 8 if device_type == "cuda" else None
+
+
 # The environment variables launchers set to the number of processes (torchrun, `accelerate launch`, mpirun),
 # the ones accelerate's PartialState reads to decide on multi-CPU training.
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

@@ -435,6 +435,7 @@ def make_trainer(
     checkpoint: str | None,
     training_defaults: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    trainer_class: type[Trainer] | None = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
     """Build the Trainer of a training command over its train/validation splits, training into the staging folder.
@@ -451,6 +452,7 @@ def make_trainer(
         checkpoint: the checkpoint the run resumes from (from `check_output_dir`), or None.
         training_defaults: the task's TrainingArguments defaults, under the user's `training:`.
         callbacks: the task's own Trainer callbacks.
+        trainer_class: a Trainer subclass for the task (default transformers.Trainer).
         trainer_kwargs: the task's collator, metrics and the like.
     """
     from transformers import Trainer
@@ -461,7 +463,7 @@ def make_trainer(
     args, requested = training_arguments(cfg, plan, **(training_defaults or {}))
     record = manifest.for_training(cfg, args, precision=plan.record())
     requested.append(manifest.run_recorder(cfg, record))
-    trainer = Trainer(
+    trainer = (trainer_class or Trainer)(
         model=model,
         args=args,
         train_dataset=encoded["train"],

@@ -626,6 +626,19 @@ CASES: list[Case] = [
         lambda tmp: _with_scaler(resumable_run(tmp, manifest={"dtype": "fp16"}), tmp),
         ["--resume: the run in", "trained in fp16", "scaler.pt", "Resume it on a CUDA GPU"],
     ),
+    # issue 9, classification data path (length-grouped batches, padding per device):
+    Case(
+        "train-sampling-strategy-misspelt",
+        with_override("training.train_sampling_strategy=group_by_lenght", existing_run=True),
+        ["training.train_sampling_strategy", "'group_by_lenght' is not one of random, sequential, group_by_length, batch_rebalance",
+         "Did you mean 'group_by_length'?"],
+    ),
+    Case(
+        "mlm-pad-to-multiple-of-zero",
+        raw_config(VALID_HEAD.split("data:")[0] + "data:\n  train_file: {train}\n  text_column: sentence\n  validation_split: 0.25\n"
+                   "mlm:\n  pad_to_multiple_of: 0\ntraining:\n  output_dir: {out}\n", command="pretrain-mlm"),
+        ["mlm.pad_to_multiple_of: must be at least 1, got 0", "Use auto, null or a positive number such as 8"],
+    ),
 ]
 
 

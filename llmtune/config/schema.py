@@ -258,7 +258,18 @@ class MLMSection(Section):
         description="Mask every piece of a word together (needs a fast tokenizer; chosen words are all replaced by [MASK], "
         "no 80/10/10); off = BERT's token masking.",
     )
-    pad_to_multiple_of: int | None = Field(8, gt=0, description="Pad batches to a multiple of this (8 suits GPU tensor cores); null = no rounding.")
+    pad_to_multiple_of: int | Literal["auto"] | None = Field(
+        "auto",
+        description="Pad batches to a multiple of this; auto = 8 on a CUDA GPU (tensor-core kernels), no rounding on a CPU "
+        "(there it only adds work); null = no rounding.",
+    )
+
+    @model_validator(mode="after")
+    def _positive_multiple(self) -> MLMSection:
+        multiple = self.pad_to_multiple_of
+        if isinstance(multiple, int) and multiple < 1:
+            raise ValueError(f"mlm.pad_to_multiple_of: must be at least 1, got {multiple}. Use auto, null or a positive number such as 8")
+        return self
 
 
 class PretrainMLMConfig(RunConfig):

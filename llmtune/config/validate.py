@@ -153,6 +153,9 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
     from llmtune.modeling import launched_on_cpus
 
     fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    # String fields TrainingArguments lists the values of (for its argument parser) but does not check itself:
+    # a misspelt train_sampling_strategy would silently give the random sampler.
+    choices = {f.name: list(f.metadata["choices"]) for f in dataclasses.fields(TrainingArguments) if "choices" in f.metadata}
     hints = _type_hints(TrainingArguments)
     hints.update(TRAINING_EXTRAS)
     problems: list[str] = []
@@ -172,6 +175,10 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
             problems.append(f"{where}: {exc.errors()[0]['msg']} (got {shown(value)}).")
         except Exception:  # noqa: BLE001 - a type pydantic cannot check (e.g. a torch class) is left to TrainingArguments
             coerced[name] = value
+        if name in choices and isinstance(coerced.get(name), str) and coerced[name] not in choices[name]:
+            problems.append(
+                f"{where}: {shown(coerced[name])} is not one of {', '.join(choices[name])}.{suggest(coerced[name], choices[name])}"
+            )
     if "output_dir" not in training:
         problems.append(f"{raw.where(('training',))}: training.output_dir is required: where the model and metrics are saved.")
     problems += training_value_problems(raw, coerced)

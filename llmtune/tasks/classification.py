@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
 from llmtune import runs
-from llmtune.modeling import load_model
+from llmtune.modeling import load_model, pad_multiple, training_device_type
 
 if TYPE_CHECKING:
     from llmtune.config.schema import FinetuneConfig
@@ -107,9 +107,16 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     # DDP) and skip the division by gradient_accumulation_steps. Trainer reads this attribute to know better.
     model.accepts_loss_kwargs = False
 
+    # Rows of similar length share a batch (less padding; training.train_sampling_strategy: random undoes
+    # it), and batches are rounded up to a multiple of 8 only on a GPU, where that selects tensor-core kernels.
+    from llmtune.batching import GROUP_BY_LENGTH, LengthGroupedTrainer
+
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple(training_device_type(cfg.training)))
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        training_defaults={"train_sampling_strategy": GROUP_BY_LENGTH},
+        trainer_class=LengthGroupedTrainer,
+        data_collator=collator,
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))

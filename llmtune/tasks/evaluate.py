@@ -395,7 +395,7 @@ def evaluate_masked_lm(ctx: Context) -> dict[str, Any]:
     from transformers import AutoModelForMaskedLM
 
     from llmtune.lm import MaskingCollator, lm_metrics, masked_preprocess
-    from llmtune.modeling import load_for_inference
+    from llmtune.modeling import load_for_inference, pad_multiple
     from llmtune.tasks.pretrain_mlm import encode
 
     cfg, split = ctx.cfg, ctx.cfg.eval.split
@@ -406,8 +406,8 @@ def evaluate_masked_lm(ctx: Context) -> dict[str, Any]:
     # encode() masks every split but "train" once with the seed; the key keeps eval.split=train masked too.
     settings = SimpleNamespace(mlm=mlm, data=data, seed=ctx.seed)
     masked = encode(settings, DatasetDict({"eval": splits[split]}), tokenizer)["eval"]
-    collate = MaskingCollator(tokenizer, mlm.probability, mlm.whole_word, mlm.pad_to_multiple_of)
     where = next(model.parameters()).device
+    collate = MaskingCollator(tokenizer, mlm.probability, mlm.whole_word, pad_multiple(where.type, mlm.pad_to_multiple_of))
     stats = []
     with torch.no_grad():
         for start in range(0, len(masked), cfg.eval.batch_size):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from llmtune import data as data_lib
 from llmtune import lm, runs
 from llmtune.errors import UserError
-from llmtune.modeling import context_length, load_model, model_positions
+from llmtune.modeling import context_length, load_model, model_positions, pad_multiple, training_device_type
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -87,7 +87,8 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
 
     # The datasets hold only what the collator needs; keep offset_mapping/special_tokens_mask for masking.
     # Training masks come from (seed, epoch, batch), not the global RNG, so a resumed run masks as an uninterrupted one.
-    collator = lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.mlm.pad_to_multiple_of, batch_seed=cfg.seed)
+    multiple = pad_multiple(training_device_type(cfg.training), cfg.mlm.pad_to_multiple_of)
+    collator = lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, multiple, batch_seed=cfg.seed)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
         training_defaults={"remove_unused_columns": False},
