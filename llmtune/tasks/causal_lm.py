@@ -10,7 +10,7 @@ from llmtune import data as data_lib
 from llmtune import runs
 from llmtune.errors import UserError
 from llmtune.lm import IGNORE_INDEX, causal_preprocess, lm_metrics
-from llmtune.modeling import load_model
+from llmtune.modeling import load_model, pad_multiple, training_device_type
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -193,10 +193,15 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         "blocks" if cfg.data.packing else "rows",
         cfg.data.max_length,
     )
+    from llmtune.batching import LengthGroupedTrainer
+
     collator, defaults = batching(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
         training_defaults=defaults,
+        # Only the padded fallback groups by length; LengthGroupedTrainer makes that grouping seeded and
+        # resumable (transformers' own is neither). Every other strategy is transformers' own.
+        trainer_class=LengthGroupedTrainer,
         data_collator=collator,
         compute_metrics=lm_metrics,
         preprocess_logits_for_metrics=causal_preprocess,
@@ -228,4 +233,4 @@ def batching(cfg: FinetuneConfig, model: Any, tokenizer: Any, encoded: Any) -> t
         logger.info("causal-lm: padding-free batches (rows flattened, positions restarting per row)")
         return collator, {}
     logger.info("causal-lm: rows padded per batch and grouped by length (%s)", problem)
-    return CausalLMCollator(tokenizer), {"train_sampling_strategy": "group_by_length"}
+    return CausalLMCollator(tokenizer, pad_multiple(training_device_type(cfg.training))), {"train_sampling_strategy": "group_by_length"}
