@@ -26,7 +26,7 @@ from llmtune import hardware, manifest
 from llmtune.config.validate import TRAINING_EXTRAS
 from llmtune.errors import UserError
 from llmtune.files import write_text_atomically
-from llmtune.modeling import launched_on_cpus, lone_accelerate_cpu_process
+from llmtune.modeling import launch_rank, launched_on_cpus, lone_accelerate_cpu_process
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
@@ -183,7 +183,7 @@ def recover_interrupted_swap(output_dir: str | Path) -> None:
 
 def _is_main_process() -> bool:
     """Rank 0 (or a single process), from the launcher's environment: usable before torch.distributed starts."""
-    return int(os.environ.get("RANK", "0")) == 0
+    return launch_rank() == 0
 
 
 def checkpoint_is_complete(checkpoint: str | Path) -> bool:

@@ -9,6 +9,9 @@ one variant's imports, caches and compiled graphs never help another.
 Throughput is measured at steady state: a timing callback (the same one for llmtune's Trainer and the
 plain Trainer; the raw loops time themselves the same way) synchronises the device every
 `--window` optimizer steps after `--warmup` steps, and the row reports the median over those windows.
+Classification rows report the rate over the whole span instead (one epoch on CPU; whole 50-step
+mega-batches on CUDA): llmtune's length-grouped batches run longest first within each mega-batch, so
+short windows would favour whichever side they happen to catch on short batches.
 Warm-up (data preparation, model build, compilation) is reported separately as `first step (s)`:
 seconds from the worker's start to the start of training step 1.
 
@@ -52,13 +55,13 @@ SHAPES = {
     "cuda": {
         "clm": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "vocab": 8192, "block": 1024, "batch": 16, "steps": 120},
         "mlm": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab": 8192, "block": 128, "batch": 64, "steps": 120},
-        "cls": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab": 8192, "max_length": 128, "batch": 32, "steps": 200, "rows": 20000},
+        "cls": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab": 8192, "max_length": 128, "batch": 32, "steps": 250, "warmup": 50, "rows": 20000},
         "gen": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "vocab": 8192, "prompts": 64, "new_tokens": 64, "batch": 16},
     },
     "cpu": {
         "clm": {"n_layer": 3, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab": 1024, "block": 128, "batch": 32, "steps": 40},
         "mlm": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512, "vocab": 4000, "block": 64, "batch": 16, "steps": 60},
-        "cls": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536, "vocab": 8000, "max_length": 128, "batch": 32, "steps": 40, "rows": 2000},
+        "cls": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536, "vocab": 8000, "max_length": 128, "batch": 32, "steps": 63, "warmup": 0, "rows": 2000},
         "gen": {"n_layer": 3, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab": 1024, "prompts": 32, "new_tokens": 32, "batch": 16},
     },
 }
@@ -88,10 +91,13 @@ def step_timer(device: str, warmup: int, window: int, tokens_per_step: float):
         def on_step_begin(self, args, state, control, **kwargs):
             if self.first_step_s is None:
                 self.first_step_s = time.time() - START
+            if warmup == 0 and not self.marks:  # no warm-up excluded: time from the start of step 1
+                sync(device)
+                self.marks.append((0, time.perf_counter()))
 
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
-            if step >= warmup and (step - warmup) % window == 0:
+            if (step >= warmup and (step - warmup) % window == 0) or step == state.max_steps:
                 sync(device)
                 self.marks.append((step, time.perf_counter()))
 
@@ -102,8 +108,13 @@ def step_timer(device: str, warmup: int, window: int, tokens_per_step: float):
 
 
 def timing_result(marks: list[tuple[int, float]], tokens_per_step: float, first_step_s: float | None) -> dict:
+    marks = [m for i, m in enumerate(marks) if i == 0 or m[0] > marks[i - 1][0]]  # the last step may be marked twice
     rates = [(s1 - s0) * tokens_per_step / (t1 - t0) for (s0, t0), (s1, t1) in zip(marks, marks[1:])]
-    return {"rate": statistics.median(rates) if rates else None, "windows": len(rates), "first_step_s": first_step_s}
+    # span_rate: every step from the warm-up's end to the last step, as one interval. Classification rows use
+    # it: length-grouped batches run longest first within each mega-batch, so a median over short windows
+    # would depend on where the windows fall; a span of whole mega-batches (or a whole epoch) does not.
+    span = (marks[-1][0] - marks[0][0]) * tokens_per_step / (marks[-1][1] - marks[0][1]) if len(marks) > 1 else None
+    return {"rate": statistics.median(rates) if rates else None, "span_rate": span, "windows": len(rates), "first_step_s": first_step_s}
 
 
 def peak_memory(device: str) -> dict:
@@ -587,6 +598,9 @@ def bench_training(kind: str, device: str, args: argparse.Namespace, work: Path)
         if side == "llmtune":
             spec["config"] = llmtune_config(kind, {**shape, "steps": steps}, tok_dir, out, extra, device)
         results = [worker(side, spec) for _ in range(args.repeats)]
+        if kind == "cls":
+            for r in results:  # whole mega-batches / a whole epoch, see timing_result
+                r["window_median_rate"], r["rate"] = r.get("rate"), r.get("span_rate")
         result = median_of(results)
         result["mfu"] = mfu(result, shape, args.peak_tflops) if unit == "tokens" and device == "cuda" else None
         return result
@@ -661,7 +675,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--only", default="startup,second-run,cls,mlm,clm,gen", help="comma-separated rows: startup, second-run, cls, mlm, clm, gen")
     parser.add_argument("--steps", type=int, default=None, help="training steps per variant (default: per device)")
-    parser.add_argument("--warmup", type=int, default=None, help="steps excluded from the throughput (default: a quarter of the steps)")
+    parser.add_argument("--warmup", type=int, default=None, help="steps excluded from the throughput (default: a quarter of the steps; classification: none on CPU, one 50-step mega-batch on CUDA)")
     parser.add_argument("--window", type=int, default=None, help="steps per timed window (default: steps // 12)")
     parser.add_argument("--repeats", type=int, default=1, help="worker runs per variant; the median run is reported")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the device's dense bf16 peak for MFU (H100 SXM: 989)")
@@ -693,7 +707,7 @@ def main() -> None:
                 rows += bench_generation(args.device, args, work)
             else:
                 steps = args.steps or SHAPES[args.device][kind]["steps"]
-                args_k = argparse.Namespace(**{**vars(args), "warmup": args.warmup or max(steps // 4, 1), "window": args.window or max(steps // 12, 1)})
+                args_k = argparse.Namespace(**{**vars(args), "warmup": args.warmup if args.warmup is not None else SHAPES[args.device][kind].get("warmup", max(steps // 4, 1)), "window": args.window or max(steps // 12, 1)})
                 rows += bench_training(kind, args.device, args_k, work)
             print(f"[bench] {kind}: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(), "device": args.device}

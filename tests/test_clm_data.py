@@ -140,9 +140,10 @@ def test_models_without_packed_masks_are_padded_and_grouped_by_length(tokenizer)
 
     mamba = MambaForCausalLM(MambaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, state_size=4))
     assert "takes no position_ids" in flattening_problem(mamba, flattening_collator(mamba))
-    cfg = type("Cfg", (), {"data": DataSection(train_file="x.txt", packing=False)})()
+    cfg = type("Cfg", (), {"data": DataSection(train_file="x.txt", packing=False), "training": {"output_dir": "x"}})()
     collator, defaults = batching(cfg, mamba, tokenizer, {})
     assert isinstance(collator, CausalLMCollator) and defaults == {"train_sampling_strategy": "group_by_length"}
+    assert collator.pad_to_multiple_of is None  # rounding to 8 only pays on CUDA tensor cores; this is a CPU
     collator, defaults = batching(cfg, gpt2(tokenizer), tokenizer, {})
     assert type(collator).__name__ == "FlatteningCollator" and defaults == {}
 

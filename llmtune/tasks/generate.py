@@ -162,7 +162,7 @@ def run(
     def progress(done: int) -> None:
         if stdout is not None and output is None:
             stop_if_reader_gone(stdout)  # `| head -1` has what it wanted: stop before the next batch
-        logger.info("generated %d prompts", done)
+        logger.info("generated %d prompt%s", done, "" if done == 1 else "s")
 
     count = sequences = 0
     with contextlib.ExitStack() as stack:
