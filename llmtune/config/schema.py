@@ -124,7 +124,7 @@ class RunConfig(Section):
     training: dict[str, Any] = Field(
         description="Any transformers.TrainingArguments field (output_dir is required), plus early_stopping_patience "
         "and early_stopping_threshold for Trainer's EarlyStoppingCallback, and precision (auto|bf16|fp16|fp32, default "
-        "auto: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU; see README, Speed on a GPU)."
+        "auto: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU; see README, Speed)."
     )
 
     @model_validator(mode="after")
