@@ -291,7 +291,9 @@ def prepare_staging(output_dir: str | Path, checkpoint: str | None) -> Path:
         logger.info("continuing the interrupted run in %s", staging)
         return staging
     if staging.exists():
-        logger.info("discarding the interrupted run in %s", staging)
+        # Trainer's constructor has already made its (empty) output_dir; only a folder with content is an old run.
+        if any(staging.iterdir()):
+            logger.info("discarding the interrupted run in %s", staging)
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     _set_marker(staging, "training")

@@ -24,7 +24,7 @@ of the PaLM paper's appendix B (also nanoGPT's estimate_mfu): 6 * N + 12 * n_lay
 N counts the parameters without the position embeddings and T is the sequence length.
 
 Usage:
-    python scripts/bench.py                           # CPU rows (tiny shapes), a few minutes on 2 cores
+    python scripts/bench.py                           # CPU rows (tiny shapes), about 15 minutes on 2 cores
     python scripts/bench.py --device cuda             # GPU rows: GPT-2 124M and BERT-base shapes, bf16
     python scripts/bench.py --only startup,second-run  # a subset of the rows (startup, second-run, cls, mlm, clm, gen)
 Output: a Markdown table on stdout, the raw figures as JSON in --json (default bench-results.json).
@@ -60,7 +60,7 @@ SHAPES = {
     },
     "cpu": {
         "clm": {"n_layer": 3, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab": 1024, "block": 128, "batch": 32, "steps": 40},
-        "mlm": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512, "vocab": 4000, "block": 64, "batch": 16, "steps": 60},
+        "mlm": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512, "vocab": 4000, "block": 64, "batch": 16, "steps": 120},
         "cls": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536, "vocab": 8000, "max_length": 128, "batch": 32, "steps": 63, "warmup": 0, "rows": 2000},
         "gen": {"n_layer": 3, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab": 1024, "prompts": 32, "new_tokens": 32, "batch": 16},
     },

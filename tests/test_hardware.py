@@ -173,6 +173,8 @@ def test_cpu_run_records_fp32_and_prints_no_pin_memory_warning(tmp_path: Path) -
     stdout_json(proc)
     # torch's DataLoader warned on every CPU run before: "'pin_memory' argument is set as true but no accelerator is found".
     assert "'pin_memory' argument" not in proc.stderr and "no accelerator is found" not in proc.stderr
+    # A fresh run has no interrupted run to discard (Trainer makes its empty output folder before llmtune stages it).
+    assert "discarding the interrupted run" not in proc.stderr
     assert "INFO llmtune: precision: fp32 (auto: no GPU); machine defaults: dataloader_pin_memory=False; attention: sdpa" in proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dtype"] == "fp32"
