@@ -123,6 +123,7 @@ def test_eval_batches_grouped_by_length_report_the_same_metrics(grouped_and_rand
     assert grouped_and_random["grouped"]["metrics"]["eval_accuracy"] == grouped["eval_accuracy"]
 
 
+@pytest.mark.slow  # ~20-35 s on 2 cores; the README test command (CI) runs slow tests
 def test_resuming_inside_the_second_epoch_ends_bit_identical(tmp_path: Path) -> None:
     """transformers' own group_by_length shuffles with the global RNG: a run resumed inside epoch 2 would
     draw that epoch's order from another RNG state than the uninterrupted run did. Seeded by (seed, epoch), it cannot."""

@@ -86,6 +86,7 @@ def test_wordpiece_alphabet_keeps_the_most_frequent_characters_and_numbers_piece
     assert pieces == ["##a", "##b", "##c"]
 
 
+@pytest.mark.slow  # ~20-35 s on 2 cores; the README test command (CI) runs slow tests
 def test_two_finetune_runs_give_identical_tokenizer_and_weights(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file

@@ -248,6 +248,7 @@ def previous_output(tmp: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # ~20-35 s on 2 cores; the README test command (CI) runs slow tests
 def test_a_failure_during_training_with_overwrite_leaves_the_previous_run_byte_identical(tmp_path: Path) -> None:
     config = classification_config(tmp_path, tmp_path / "run")
     out = previous_output(tmp_path)

@@ -48,6 +48,7 @@ def data(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.slow  # ~20-35 s on 2 cores; the README test command (CI) runs slow tests
 def test_second_run_reuses_the_tokenizer_and_the_tokenized_data(tmp_path: Path, data: dict[str, Path]) -> None:
     # Fresh caches, so the first run is a real first run.
     env = {"LLMTUNE_CACHE_DIR": str(tmp_path / "llmtune-cache"), "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
