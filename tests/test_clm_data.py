@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli, stdout_json, write_config
+from test_causal_lm import TINY_GPT2, tiny_causal_config
 
 SHAKESPEARE = REPO / "data" / "tinyshakespeare" / "input.txt"
-TINY_GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
 BLOCK = 32
 
 
@@ -149,14 +149,11 @@ def test_models_without_packed_masks_are_padded_and_grouped_by_length(tokenizer)
 
 
 def causal_config(train: Path, out: Path, **data: object) -> dict:
-    return {
-        "seed": 0,
-        "task": "causal-lm",
-        "model": {"from_config": dict(TINY_GPT2)},
-        "tokenizer": {"train": {"type": "bpe", "vocab_size": 300, "min_frequency": 1}},
-        "data": {"train_file": str(train), "validation_split": 0.1, "max_length": 64, **data},
-        "training": {"output_dir": str(out), "max_steps": 2, "per_device_train_batch_size": 8, "logging_steps": 1, "disable_tqdm": True},
-    }
+    """`tiny_causal_config` cut to two steps of 8 rows, logging every step."""
+    config = tiny_causal_config(train, out, **data)
+    config["training"].update(max_steps=2, per_device_train_batch_size=8, logging_steps=1)
+    del config["training"]["learning_rate"]
+    return config
 
 
 def cache_files(root: Path) -> dict[str, int]:
