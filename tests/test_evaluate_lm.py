@@ -1,4 +1,4 @@
-"""`llmtune evaluate` for masked LMs (fixed-mask perplexity) and generation against references (BLEU, chrF)."""
+"""`llmtune evaluate` for masked LMs (fixed-mask perplexity) and generation against references (BLEU, chrF, ROUGE)."""
 
 from __future__ import annotations
 
@@ -80,8 +80,9 @@ def generation(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"model": model, "data": data, "rows": rows, "tmp": tmp, "cli": base}
 
 
-def test_generation_bleu_and_chrf_equal_sacrebleus_own(generation: dict) -> None:
+def test_generation_bleu_chrf_and_rouge_equal_the_reference_packages(generation: dict) -> None:
     import sacrebleu
+    from rouge_score import rouge_scorer
 
     out = generation["tmp"] / "eval"
     result = _evaluate(
@@ -102,7 +103,14 @@ def test_generation_bleu_and_chrf_equal_sacrebleus_own(generation: dict) -> None
     bleu, chrf = sacrebleu.corpus_bleu(completions, streams), sacrebleu.corpus_chrf(completions, streams)
     assert result["eval_bleu"] == pytest.approx(bleu.score) and result["eval_bleu"] > 0
     assert result["eval_chrf"] == pytest.approx(chrf.score) and result["eval_chrf"] > 0
+    # ROUGE: rouge-score's own F-measures, best reference per prompt, mean over prompts, x 100.
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"])
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        best = [max(scorer.score(ref, c)[key].fmeasure for ref in r) for c, r in zip(completions, refs)]
+        assert result[f"eval_{key}"] == pytest.approx(100 * sum(best) / len(best))
+    assert result["eval_rouge1"] > 0
     info = result["metrics_info"]
+    assert "ROUGE-2" in info["eval_rouge2"]["definition"] and info["eval_rouge2"]["use_stemmer"] is False
     assert info["eval_bleu"]["signature"].startswith("nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp")
     assert info["eval_chrf"]["signature"].startswith("nrefs:var|case:mixed|eff:yes|nc:6|nw:0|space:no")
     assert info["eval_bleu"]["generation"]["max_new_tokens"] == 8 and info["eval_bleu"]["generation"]["do_sample"] is False

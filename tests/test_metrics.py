@@ -85,8 +85,8 @@ def compute(name: str, **kwargs):
 def test_package_import_is_light():
     # `import llmtune.metrics` (and the metric folders) must not pull in evaluate, sklearn, torch...
     code = (
-        "import sys, llmtune.metrics, llmtune.metrics.accuracy, llmtune.metrics.bleu\n"
-        "heavy = {'evaluate', 'datasets', 'sklearn', 'sacrebleu', 'torch', 'transformers'}\n"
+        "import sys, llmtune.metrics, llmtune.metrics.accuracy, llmtune.metrics.bleu, llmtune.metrics.rouge\n"
+        "heavy = {'evaluate', 'datasets', 'sklearn', 'sacrebleu', 'rouge_score', 'nltk', 'torch', 'transformers'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -349,7 +349,7 @@ def test_bleu_known_values():
     assert unsmoothed["score"] == 0.0
 
 
-@pytest.mark.parametrize("name", ["bleu", "chrf"])
+@pytest.mark.parametrize("name", ["bleu", "chrf", "rouge"])
 def test_bad_references_raise(name):
     with pytest.raises(ValueError):
         compute(name, predictions=HYPS[:2], references=[[REFS_A[0]], []])
@@ -409,6 +409,123 @@ def test_chrf_known_value():
     assert compute("chrf", predictions=HYPS, references=HYPS)["score"] == pytest.approx(100.0)
     # No character in common at all: every n-gram precision and recall is 0.
     assert compute("chrf", predictions=["xyz"], references=[["abc"]])["score"] == 0.0
+
+
+# --- ROUGE against rouge-score ------------------------------------------------------------------
+
+ROUGE_TYPES = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+# Several sentences per text, one per line, so rougeLsum (summary-level LCS over lines) differs from rougeL.
+SUMMARIES = [
+    "The cat sat on the mat.\nIt was happy there.",
+    "Police arrested two men on Monday.\nThey were released without charge.",
+    "Training took three epochs.",
+]
+SUMMARY_REFS = [
+    "It was a happy cat.\nThe cat sat on the mat.",
+    "Two men were arrested by police on Monday.\nBoth were later released.",
+    "The model was trained for three epochs on one GPU.",
+]
+
+
+def _rouge_direct(predictions, references, use_stemmer=False, tokenizer=None):
+    """The independent value: rouge-score's RougeScorer.score per reference, best F-measure, mean x 100."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(ROUGE_TYPES, use_stemmer=use_stemmer, tokenizer=tokenizer)
+    per_prediction = {key: [] for key in ROUGE_TYPES}
+    for prediction, refs in zip(predictions, references):
+        scores = [scorer.score(ref, prediction) for ref in ([refs] if isinstance(refs, str) else refs)]
+        for key in ROUGE_TYPES:
+            per_prediction[key].append(100 * max(score[key].fmeasure for score in scores))
+    return {key: sum(values) / len(values) for key, values in per_prediction.items()}, per_prediction
+
+
+@pytest.mark.parametrize("use_stemmer", [False, True])
+@pytest.mark.parametrize(
+    ("predictions", "references"),
+    [(HYPS, REFS_A), (SUMMARIES, SUMMARY_REFS), (HYPS, [[r] for r in REFS_B])],
+    ids=["sentences", "multi-line-summaries", "reference-lists"],
+)
+def test_rouge_matches_rouge_score(predictions, references, use_stemmer):
+    result = compute("rouge", predictions=predictions, references=references, use_stemmer=use_stemmer)
+    expected, _ = _rouge_direct(predictions, references, use_stemmer=use_stemmer)
+    assert set(result) == set(ROUGE_TYPES)
+    assert result == pytest.approx(expected)
+    assert all(isinstance(v, float) and 0 < v < 100 for v in result.values())
+    json.dumps(result)
+
+
+def test_rouge_stemmer_and_line_splitting_change_the_scores():
+    # Guards the comparisons above against settings that would not matter on these texts.
+    plain = compute("rouge", predictions=SUMMARIES, references=SUMMARY_REFS)
+    stemmed = compute("rouge", predictions=SUMMARIES, references=SUMMARY_REFS, use_stemmer=True)
+    assert stemmed["rouge1"] > plain["rouge1"]  # "arrested"/"arrest", "released"/"release", "trained"/"training"
+    # The first summary has its two sentences in the reference's opposite order: whole-text LCS loses one.
+    assert plain["rougeLsum"] > plain["rougeL"]
+
+
+def test_rouge_multi_reference_takes_the_best_reference_per_type():
+    refs = [[a, b] for a, b in zip(REFS_A, REFS_B)]
+    result = compute("rouge", predictions=HYPS, references=refs)
+    expected, _ = _rouge_direct(HYPS, refs)
+    assert result == pytest.approx(expected)
+    only_a = compute("rouge", predictions=HYPS, references=REFS_A)
+    only_b = compute("rouge", predictions=HYPS, references=REFS_B)
+    for key in ROUGE_TYPES:
+        assert result[key] >= max(only_a[key], only_b[key]) - 1e-9
+    # A variable number of references per prediction.
+    mixed = [[REFS_A[0], REFS_B[0]], [REFS_A[1]], [REFS_B[2]], [REFS_B[3], REFS_A[3]]]
+    assert compute("rouge", predictions=HYPS, references=mixed) == pytest.approx(_rouge_direct(HYPS, mixed)[0])
+
+
+def test_rouge_without_aggregator_returns_per_prediction_values():
+    result = compute("rouge", predictions=SUMMARIES, references=SUMMARY_REFS, use_aggregator=False)
+    _, expected = _rouge_direct(SUMMARIES, SUMMARY_REFS)
+    assert set(result) == set(ROUGE_TYPES)
+    for key in ROUGE_TYPES:
+        assert result[key] == pytest.approx(expected[key]) and len(result[key]) == len(SUMMARIES)
+
+
+def test_rouge_known_values_and_empty_prediction():
+    # By hand: unigrams a b c d vs a b c e share 3 of 4 (P = R = F = 3/4); bigrams ab bc cd vs ab bc ce
+    # share 2 of 3; the longest common subsequence is a b c (3 of 4).
+    result = compute("rouge", predictions=["a b c d"], references=[["a b c e"]])
+    assert result == pytest.approx({"rouge1": 75.0, "rouge2": 200 / 3, "rougeL": 75.0, "rougeLsum": 75.0})
+    identical = compute("rouge", predictions=HYPS, references=HYPS)
+    assert identical == pytest.approx(dict.fromkeys(ROUGE_TYPES, 100.0))
+    # An empty prediction scores 0 and still counts in the mean.
+    empty = compute("rouge", predictions=["", HYPS[0]], references=[REFS_A[0], HYPS[0]], use_aggregator=False)
+    assert {key: values[0] for key, values in empty.items()} == dict.fromkeys(ROUGE_TYPES, 0.0)
+    mean = compute("rouge", predictions=["", HYPS[0]], references=[REFS_A[0], HYPS[0]])
+    assert mean == pytest.approx(dict.fromkeys(ROUGE_TYPES, 50.0))
+
+
+def test_rouge_types_and_tokenizer():
+    result = compute("rouge", predictions=HYPS, references=REFS_A, rouge_types=["rouge1", "rouge3"])
+    assert set(result) == {"rouge1", "rouge3"}
+    with pytest.raises(ValueError, match="rougeX"):
+        compute("rouge", predictions=HYPS, references=REFS_A, rouge_types=["rougeX"])
+    # The default tokenizer keeps ASCII letters and digits only: French accents split words apart.
+    french, french_ref = ["Un garçon joue à côté de l'église."], ["Un garçon joue près de l'église."]
+    default = compute("rouge", predictions=french, references=french_ref)
+    split = compute("rouge", predictions=french, references=french_ref, tokenizer=str.split)
+
+    class Split:
+        def tokenize(self, text):
+            return text.split()
+
+    assert split == pytest.approx(_rouge_direct(french, french_ref, tokenizer=Split())[0])
+    assert split["rouge1"] != pytest.approx(default["rouge1"])
+
+
+def test_rouge_metric_info_text():
+    metric = load("rouge", keep_in_memory=True)
+    description, inputs = metric.description, metric.inputs_description
+    assert "0-100" in description and "averaged over the predictions" in description and "highest F-measure" in description
+    assert "line" in description and "rouge-score" in description and "ASCII" in description
+    for name in ["rouge_types", "use_stemmer", "use_aggregator", "tokenizer", "newlines"]:
+        assert name in inputs
+    assert "Lin, Chin-Yew" in metric.citation and "W04-1013" in metric.citation
 
 
 # --- end to end in a fresh process (slow: importing evaluate takes ~10 s) ------------------------

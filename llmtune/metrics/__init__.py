@@ -11,8 +11,8 @@ Python modules (no package-data globs needed); evaluate only copies the `<name>.
 imports the folder as a package, so the `__init__.py` does not get in its way.
 
 The copied file is not self-contained: what the metrics of one library share lives in a private
-module here (`_sklearn.py` for accuracy, f1, precision and recall; `_sacrebleu.py` for bleu and chrf),
-which the metric file imports as `from llmtune.metrics import _sklearn`. That works from evaluate's
+module here (`_sklearn.py` for accuracy, f1, precision and recall; `_sacrebleu.py` for bleu and chrf;
+rouge shares nothing), which the metric file imports as `from llmtune.metrics import _sklearn`. That works from evaluate's
 cache because llmtune is importable wherever `load` runs (evaluate's import check only sees a library
 import of `llmtune`), and the shared code is always the installed version, whatever copy evaluate
 cached. A metric file binds the private module, never a class from it: evaluate 0.4.6 takes the
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # only for the annotation; importing evaluate costs seconds
 
 __all__ = ["SHIPPED", "load", "module_path"]
 
-SHIPPED: tuple[str, ...] = ("accuracy", "f1", "precision", "recall", "bleu", "chrf")
+SHIPPED: tuple[str, ...] = ("accuracy", "f1", "precision", "recall", "bleu", "chrf", "rouge")
 """Names of the metrics shipped with llmtune; `load` finds these without a network."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -69,7 +69,7 @@ def load(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
     Args:
         name: a metric name. A name in `SHIPPED` loads llmtune's own module from inside this package
             (works offline, never touches the network). Any other name (a Hub metric such as
-            `"rouge"`, a `"user/metric"` Hub id, or a path to a local evaluate module) is passed to
+            `"meteor"`, a `"user/metric"` Hub id, or a path to a local evaluate module) is passed to
             `evaluate.load`; with `HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE` or `HF_EVALUATE_OFFLINE` set
             that only finds modules already in evaluate's cache and makes no network request.
         **kwargs: passed on to `evaluate.load` (e.g. `config_name`, `keep_in_memory`,

@@ -444,8 +444,9 @@ def evaluate_masked_lm(ctx: Context) -> dict[str, Any]:
 
 
 def generation_names(model_config: Any) -> list[str]:
-    """Corpus BLEU and chrF of the completions, their mean length and how many ran into max_new_tokens."""
-    return [PREFIX + name for name in ("bleu", "chrf", "mean_completion_tokens", "truncated_rate")]
+    """Corpus BLEU, chrF and ROUGE of the completions, their mean length and how many ran into max_new_tokens."""
+    rouge = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+    return [PREFIX + name for name in ("bleu", "chrf", *rouge, "mean_completion_tokens", "truncated_rate")]
 
 
 def prompt_reference_pairs(splits: DatasetDict, data: EvalDataSection, split: str) -> tuple[list[str], list[Any]]:
@@ -474,7 +475,7 @@ def prompt_reference_pairs(splits: DatasetDict, data: EvalDataSection, split: st
 
 
 def evaluate_generation(ctx: Context) -> dict[str, Any]:
-    """Complete each prompt with the `generation:` settings and score the completions with corpus BLEU and chrF.
+    """Complete each prompt with the `generation:` settings and score the completions with corpus BLEU, chrF and ROUGE.
 
     Writes generations.jsonl (prompt, reference, completion, completion_tokens, finish_reason per row) to
     output_dir when there is one.
@@ -500,6 +501,7 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
     reference_lists = [[ref] if isinstance(ref, str) else ref for ref in references]
     bleu = metrics_lib.load("bleu").compute(predictions=completions, references=reference_lists)
     chrf = metrics_lib.load("chrf").compute(predictions=completions, references=reference_lists)
+    rouge = metrics_lib.load("rouge").compute(predictions=completions, references=reference_lists)
     settings = {
         "max_new_tokens": generation_config.max_new_tokens,
         "do_sample": bool(generation_config.do_sample),  # None in transformers 5 means the default, off
@@ -511,6 +513,7 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
     metrics = {
         "eval_bleu": bleu["score"],
         "eval_chrf": chrf["score"],
+        **{PREFIX + key: value for key, value in rouge.items()},
         "eval_mean_completion_tokens": sum(out["completion_tokens"] for out in outputs) / len(outputs),
         "eval_truncated_rate": sum(out["finish_reason"] == "length" for out in outputs) / len(outputs),
     }
@@ -535,6 +538,21 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
             "word_order": chrf["word_order"],
             "beta": chrf["beta"],
             "generation": settings,
+        },
+        **{
+            PREFIX + key: {
+                "definition": f"{what} F-measure (0-100), mean over prompts, of {scored}; each prompt's best reference",
+                "implementation": "rouge_score.rouge_scorer.RougeScorer via llmtune.metrics.load('rouge'), default settings",
+                "use_stemmer": False,
+                "tokenize": "rouge-score's default: lowercased, runs of ASCII letters and digits only",
+                "generation": settings,
+            }
+            for key, what in [
+                ("rouge1", "ROUGE-1 (unigram overlap)"),
+                ("rouge2", "ROUGE-2 (bigram overlap)"),
+                ("rougeL", "ROUGE-L (longest common subsequence of the whole texts)"),
+                ("rougeLsum", "ROUGE-Lsum (summary-level longest common subsequence, one sentence per line)"),
+            ]
         },
         "eval_mean_completion_tokens": {"definition": "mean number of tokens generated per prompt (up to EOS or through a stop string)"},
         "eval_truncated_rate": {"definition": "fraction of completions that reached max_new_tokens instead of EOS or a stop string"},
