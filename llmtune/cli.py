@@ -51,7 +51,8 @@ DEBUG = {"on": False}
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 OverridesArg = Annotated[
-    Optional[list[str]], typer.Argument(help="key.path=value overrides, e.g. training.learning_rate=3e-5.", show_default=False)
+    Optional[list[str]],
+    typer.Argument(help="key.path=value overrides, e.g. training.learning_rate=3e-5; ~key.path removes a key.", show_default=False),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty output directory.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in the output directory.")]
@@ -154,7 +155,7 @@ def _main_process_results(stdout: Any, output: str | None) -> tuple[Any, str | N
 def _config_with_model(command: str, config: str | None, overrides: list[str] | None, model: str | None) -> tuple[str | None, list[str]]:
     """The config file and overrides of a command whose CONFIG is optional with --model.
 
-    Without a config file, a first argument holding `=` is an override; `--model` becomes
+    Without a config file, a first argument holding `=` (or starting with `~`) is an override; `--model` becomes
     `model.name_or_path` (JSON-quoted: a YAML scalar that stays a string, whatever the path looks like).
 
     Raises:
@@ -163,7 +164,7 @@ def _config_with_model(command: str, config: str | None, overrides: list[str] | 
     from llmtune.errors import UserError
 
     extra = list(overrides or [])
-    if config is not None and "=" in config and not Path(config).is_file():
+    if config is not None and ("=" in config or config.startswith("~")) and not Path(config).is_file():
         config, extra = None, [config, *extra]
     if config is None and model is None:
         raise UserError(f"{command} needs a CONFIG file or --model DIR (a trained model directory or Hub id).")

@@ -639,6 +639,22 @@ CASES: list[Case] = [
                    "mlm:\n  pad_to_multiple_of: 0\ntraining:\n  output_dir: {out}\n", command="pretrain-mlm"),
         ["mlm.pad_to_multiple_of: must be at least 1, got 0", "Use auto, null or a positive number such as 8"],
     ),
+    # issue 10, slice C (~key overrides remove a key):
+    Case(
+        "remove-override-missing-key",
+        with_override("~model.from_confg", "model.name_or_path=bert-base-uncased", existing_run=True),
+        ["override '~model.from_confg'", "nothing to remove, model has no key 'from_confg'", "Did you mean 'from_config'?"],
+    ),
+    Case(
+        "remove-override-with-a-value",
+        with_override("~model.from_config=null", existing_run=True),
+        ["override '~model.from_config=null'", "takes no value", "write ~model.from_config to remove it, or model.from_config=VALUE"],
+    ),
+    Case(
+        "remove-override-missing-section-evaluate",
+        lambda tmp: ["evaluate", "~evl.batch_size", "--model", str(tmp / "model")],
+        ["override '~evl.batch_size'", "nothing to remove, the config has no top-level key 'evl'. The config is empty."],
+    ),
 ]
 
 

@@ -125,6 +125,65 @@ def test_training_arguments_own_checks_are_reported(good: Path) -> None:
     assert any(p.startswith("training") and "sometimes" in p for p in problems)
 
 
+FROM_SCRATCH = GOOD.replace(
+    "  name_or_path: bert-base-uncased\n",
+    "  from_config: {model_type: bert, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}\n"
+    "tokenizer:\n  train: {type: wordpiece, vocab_size: 200}\n",
+)
+
+
+def test_tilde_override_removes_a_key_before_validation(tmp_path: Path) -> None:
+    path = tmp_path / "scratch.yaml"
+    path.write_text(FROM_SCRATCH)
+    assert load_config("finetune", path).model.from_config["hidden_size"] == 32
+    # The switch from a from-scratch config to a pretrained start (and its tokenizer).
+    cfg = load_config("finetune", path, ["~model.from_config", "~tokenizer.train", "model.name_or_path=bert-base-uncased"])
+    assert cfg.model.from_config is None and cfg.model.name_or_path == "bert-base-uncased"
+    assert cfg.tokenizer.train is None
+    # Without the removal both are set, which the schema refuses: the removal is what made it valid.
+    assert any("set exactly one of model.name_or_path" in p for p in problems_of(path, "model.name_or_path=bert-base-uncased"))
+    # A removed key takes the schema default; overrides apply in order (set, then remove; remove, then set).
+    cfg = load_config("finetune", path, ["~data.text_column", "training.learning_rate=1", "~training.learning_rate"])
+    assert cfg.data.text_column == "text" and "learning_rate" not in cfg.training
+    cfg = load_config("finetune", path, ["~training", "training.output_dir=o"])
+    assert cfg.training == {"output_dir": "o"}
+    # A removed section is gone, its file lines with it: a required key under it is reported as missing.
+    problems = problems_of(path, "~training")
+    assert "training: required key is missing; add it." in problems and not any("line" in p for p in problems)
+
+
+def test_tilde_override_errors_are_collected(tmp_path: Path) -> None:
+    path = tmp_path / "scratch.yaml"
+    path.write_text(FROM_SCRATCH)
+    problems = problems_of(path, "~model.from_confg", "~modl.name", "~seed.x", "~model.from_config=1", "~", "~data..x")
+    assert problems == [
+        "override '~model.from_confg': nothing to remove, model has no key 'from_confg'. Did you mean 'from_config'?",
+        "override '~modl.name': nothing to remove, the config has no top-level key 'modl'. Did you mean 'model'?",
+        "override '~seed.x': nothing to remove, seed is a value (int), not a section.",
+        "override '~model.from_config=1': ~ removes a key and takes no value; write ~model.from_config to remove it, "
+        "or model.from_config=VALUE to set it",
+        "override '~': expected ~key.path (e.g. ~model.from_config) to remove a key",
+        "override '~data..x': expected ~key.path (e.g. ~model.from_config) to remove a key",
+    ]
+    # Removing a key twice: the second finds nothing (and lists what is there when nothing is close).
+    twice = problems_of(path, "model.name_or_path=x", "~model.from_config", "~model.from_config")
+    assert twice == ["override '~model.from_config': nothing to remove, model has no key 'from_config'. Keys there: name_or_path."]
+
+
+def test_tilde_override_through_the_cli(tmp_path: Path) -> None:
+    path = tmp_path / "scratch.yaml"
+    path.write_text(FROM_SCRATCH)
+    # Typer takes a leading ~ as a plain argument: no `--` needed, before or after other overrides.
+    result = runner.invoke(app, ["validate", str(path), "~model.from_config", "model.name_or_path=bert-base-uncased", "~tokenizer.train"])
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    config = json.loads(result.stdout)["config"]
+    assert config["model"]["from_config"] is None and config["model"]["name_or_path"] == "bert-base-uncased"
+    assert config["tokenizer"]["train"] is None
+    assert "~key.path removes a key" in " ".join(runner.invoke(app, ["finetune", "--help"]).stdout.split())
+
+
 def test_bad_override_syntax(good: Path) -> None:
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_config("finetune", good, ["training.learning_rate"])

@@ -138,3 +138,24 @@ def test_early_stopping_patience_adds_trainers_callback(tmp_path: Path, sentimen
     assert [type(c) for c in callbacks] == [EarlyStoppingCallback]
     assert callbacks[0].early_stopping_patience == 2
     assert args.load_best_model_at_end and args.eval_strategy == "epoch"
+
+
+def test_tilde_overrides_switch_a_from_scratch_config_to_a_pretrained_start(tmp_path: Path, sentiment_files: dict) -> None:
+    from transformers import AutoTokenizer
+
+    from conftest import sentiment_rows, tiny_classifier_dir
+
+    # A "pretrained" model whose tokenizer knows words the training data lacks, and a from-scratch config.
+    texts = [f"{t} zebra quokka" for t, _ in sentiment_rows(50, seed=9)]
+    pretrained = tiny_classifier_dir(tmp_path / "pretrained", ["negative", "positive"], texts)
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "cfg.yaml", tiny_classification_config(sentiment_files["train"], sentiment_files["dev"], out))
+    result = invoke("finetune", str(config), "~model.from_config", "~tokenizer.train", f"model.name_or_path={pretrained}")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert "eval_accuracy" in json.loads(result.stdout)
+    saved = yaml.safe_load((out / "llmtune.yaml").read_text())
+    assert saved["model"]["from_config"] is None and saved["model"]["name_or_path"] == str(pretrained)
+    assert saved["tokenizer"]["train"] is None
+    # The run used the pretrained model's own tokenizer, not a newly trained one.
+    vocab = AutoTokenizer.from_pretrained(out).get_vocab()
+    assert vocab == AutoTokenizer.from_pretrained(pretrained).get_vocab() and "quokka" in vocab

@@ -152,17 +152,31 @@ def read_yaml(path: str | Path) -> RawConfig:
 
 
 def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
-    """Apply `key.path=value` overrides in place; values are parsed as YAML scalars.
+    """Apply `key.path=value` and `~key.path` overrides in place, in the order given.
+
+    `key.path=value` sets a key (the value parsed as a YAML scalar), creating missing sections.
+    `~key.path` (torchtune's syntax) deletes a key and everything under it, so a later override or the
+    schema default takes its place: `~model.from_config model.name_or_path=runs/mlm` turns a
+    from-scratch config into one that starts from a trained model.
 
     Raises:
-        ConfigError: an override is not of the form `key.path=value`, or walks into a non-mapping.
+        ConfigError: an override is not of the form `key.path=value` or `~key.path`, walks into a
+            non-mapping, or removes a key that is not there (every such override, listed together).
     """
     problems = []
     for item in overrides:
+        if item.startswith("~"):
+            problem = _remove_key(raw, item)
+            if problem:
+                problems.append(problem)
+            continue
         key_text, sep, value_text = item.partition("=")
         key = tuple(part.strip() for part in key_text.split("."))
         if not sep or not all(key):
-            problems.append(f"override '{redact(item)}': expected key.path=value, e.g. training.learning_rate=3e-5")
+            problems.append(
+                f"override '{redact(item)}': expected key.path=value (e.g. training.learning_rate=3e-5) "
+                "or ~key.path to remove a key"
+            )
             continue
         node = raw.data
         for depth, part in enumerate(key[:-1]):
@@ -178,6 +192,41 @@ def apply_overrides(raw: RawConfig, overrides: list[str]) -> None:
             raw.overridden.add(key)
     if problems:
         raise ConfigError(problems, source=str(raw.source) if raw.source else None)
+
+
+def _remove_key(raw: RawConfig, item: str) -> str | None:
+    """Apply one `~key.path` override: delete that key (and what is under it) from `raw`.
+
+    Returns:
+        None when the key was removed, else the problem, naming the override and the fix.
+    """
+    from llmtune.config.validate import suggest
+
+    key_text = item[1:]
+    if "=" in key_text:
+        # `~a.b=1` is ambiguous (remove, or set?): torchtune refuses it too.
+        name = key_text.partition("=")[0].strip()
+        return f"override '{redact(item)}': ~ removes a key and takes no value; write ~{name} to remove it, or {name}=VALUE to set it"
+    key = tuple(part.strip() for part in key_text.split("."))
+    if not all(key):
+        return f"override '{item}': expected ~key.path (e.g. ~model.from_config) to remove a key"
+    node: Any = raw.data
+    for depth, part in enumerate(key):
+        if not isinstance(node, dict) or part not in node:
+            parent = ".".join(key[:depth])
+            if isinstance(node, dict):
+                where = f"{parent} has no key '{part}'" if parent else f"the config has no top-level key '{part}'"
+                hint = suggest(part, node) or (f" Keys there: {', '.join(map(str, node))}." if node else f" {parent or 'The config'} is empty.")
+            else:
+                where, hint = f"{parent} is a value ({type(node).__name__}), not a section", ""
+            return f"override '{item}': nothing to remove, {where}.{hint}"
+        if depth < len(key) - 1:
+            node = node[part]
+    del node[key[-1]]
+    # The removed keys' file lines and earlier overrides no longer describe anything in the config.
+    raw.lines = {k: line for k, line in raw.lines.items() if k[: len(key)] != key}
+    raw.overridden = {k for k in raw.overridden if k[: len(key)] != key}
+    return None
 
 
 def dump_yaml(data: dict[str, Any], path: Path) -> None:
