@@ -286,6 +286,21 @@ def load_for_inference(auto_cls: Any, model: ModelSection, tokenizer: TokenizerS
     return load_model(auto_cls, model, loaded_tokenizer).to(device()).eval(), loaded_tokenizer
 
 
+def is_seq2seq_lm(config: Any) -> bool:
+    """Whether a model config is an encoder-decoder language model (T5, BART, Marian...), loaded with AutoModelForSeq2SeqLM.
+
+    Its `architectures` decide when the config names them (a BART classifier is encoder-decoder too, but has
+    no language-model head); a config without them goes by `is_encoder_decoder` and its model type.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        heads = set(MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.values())
+        return any(architecture in heads for architecture in architectures)
+    return bool(getattr(config, "is_encoder_decoder", False)) and config.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+
 # Architecture name endings -> the kind of model, for `llmtune evaluate` (eval.kind: auto) and `predict`.
 ARCHITECTURE_KINDS = (
     ("ForSequenceClassification", "classification"),

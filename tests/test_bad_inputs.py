@@ -655,7 +655,25 @@ CASES: list[Case] = [
         lambda tmp: ["evaluate", "~evl.batch_size", "--model", str(tmp / "model")],
         ["override '~evl.batch_size'", "nothing to remove, the config has no top-level key 'evl'. The config is empty."],
     ),
+    # issue 10, slice C (generate with an encoder-decoder model):
+    Case(
+        "generate-seq2seq-prompt-longer-than-the-encoder",
+        lambda tmp: ["generate", "--model", str(_tiny_bart(tmp)), "--prompt", "fine", "--prompt", "good film " * 40],
+        ["--prompt 2: the prompt has", "tokens, more than the 64 positions of the model's encoder", "Shorten the prompt"],
+    ),
+    Case(
+        "generate-seq2seq-max-new-tokens-over-the-decoder",
+        lambda tmp: ["generate", "--model", str(_tiny_bart(tmp)), "--prompt", "fine", "generation.max_new_tokens=65"],
+        ["max_new_tokens=65 is more than the model's 64 decoder positions", "Lower generation.max_new_tokens to 64 or less"],
+    ),
 ]
+
+
+def _tiny_bart(tmp: Path) -> Path:
+    """An untrained tiny BART (64 positions) saved to tmp/bart."""
+    from test_generate_seq2seq import tiny_bart_dir
+
+    return tiny_bart_dir(tmp / "bart", [text for text, _ in sentiment_rows(40, seed=4)])
 
 
 def _with_scaler(args: list[str], tmp: Path) -> list[str]:

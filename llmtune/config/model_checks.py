@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from llmtune.config.loader import RawConfig
 from llmtune.errors import redact
 from llmtune.config.validate import suggest
+from llmtune.modeling import is_seq2seq_lm
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ TRAINED_HEADS = {
 # The architecture kind (llmtune.modeling.architecture_kind) each inference use needs.
 KIND_NEEDED = {"classification": "classification", "causal-lm": "causal-lm", "masked-lm": "masked-lm", "generation": "causal-lm"}
 KIND_WORDS = {"classification": "a sequence classifier", "causal-lm": "a causal language model", "masked-lm": "a masked language model"}
+# Generation also takes an encoder-decoder language model (llmtune.modeling.is_seq2seq_lm).
+SEQ2SEQ_TOO = " or an encoder-decoder language model (T5, BART, Marian: *ForConditionalGeneration, *MTModel)"
 
 
 def model_problems(command: str, cfg: BaseModel, raw: RawConfig) -> list[str]:
@@ -54,10 +57,13 @@ def model_problems(command: str, cfg: BaseModel, raw: RawConfig) -> list[str]:
     if command in ("finetune", "pretrain-mlm"):
         problems += _head_problems(command, cfg, config, raw)
         problems += _length_problems(cfg, config, raw)
-    elif command == "generate":
-        problems += _kind_problems("causal-lm", model, config, raw, ("model", "name_or_path"), "generate", "")
+    elif command == "generate" and not is_seq2seq_lm(config):
+        problems += _kind_problems("causal-lm", model, config, raw, ("model", "name_or_path"), "generate", SEQ2SEQ_TOO)
+    elif command == "evaluate" and cfg.eval.kind == "generation" and is_seq2seq_lm(config):
+        pass  # an encoder-decoder LM generates too (AutoModelForSeq2SeqLM)
     elif command == "evaluate" and cfg.eval.kind != "auto":
         other = " or set eval.kind: auto (the kind the model's architecture implies)"
+        other = (SEQ2SEQ_TOO + "," if cfg.eval.kind == "generation" else "") + other
         problems += _kind_problems(KIND_NEEDED[cfg.eval.kind], model, config, raw, ("eval", "kind"), f"eval.kind {cfg.eval.kind}", other)
     if model.from_config is not None:
         problems += _shape_problems(model.from_config, config, raw)

@@ -192,8 +192,8 @@ class EvalSection(Section):
     kind: Literal["auto", "classification", "causal-lm", "masked-lm", "generation"] = Field(
         "auto",
         description="auto = from the model's architectures (*ForSequenceClassification -> classification, "
-        "*ForCausalLM/*LMHeadModel -> causal-lm, *ForMaskedLM -> masked-lm); generation (BLEU/chrF of a causal LM's "
-        "completions against references) is never picked automatically.",
+        "*ForCausalLM/*LMHeadModel -> causal-lm, *ForMaskedLM -> masked-lm); generation (BLEU/chrF/ROUGE of a causal or "
+        "encoder-decoder LM's completions against references) is never picked automatically.",
     )
     split: Literal["validation", "test", "train"] = Field(
         "validation", description="Which data split to score: data.<split>_file, the Hub split, or the carved-out validation_split."
@@ -292,7 +292,7 @@ CLASSIFICATION_DATA_KEYS = ("label_column", "label_names", "text_pair_column")
 
 
 class GenerateConfig(Section):
-    """`llmtune generate`: complete prompts with a causal language model, JSONL out."""
+    """`llmtune generate`: complete prompts with a causal or encoder-decoder language model, JSONL out."""
 
     seed: int = Field(42, description="Seeds sampling (generation.do_sample), so a run repeats exactly.")
     model: ModelSection | None = Field(None, description="The model: model.name_or_path (Hub id or directory), or --model DIR.")
@@ -301,7 +301,7 @@ class GenerateConfig(Section):
         None, description="Prompts to complete when neither --prompt nor --input is given."
     )
     prompt_field: str = Field("prompt", description="The field holding the prompt in .jsonl input records; other fields are passed through.")
-    batch_size: int = Field(8, gt=0, description="Prompts per forward pass (left-padded, grouped by length); lower it if memory runs out.")
+    batch_size: int = Field(8, gt=0, description="Prompts per forward pass (left-padded for a causal LM, right-padded for an encoder-decoder; grouped by length); lower it if memory runs out.")
     stop: list[str] = Field(
         [], description="Cut each completion at the first of these strings (not included), e.g. ['\\n\\n']; generation stops there too."
     )

@@ -480,17 +480,14 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
     Writes generations.jsonl (prompt, reference, completion, completion_tokens, finish_reason per row) to
     output_dir when there is one.
     """
-    from transformers import AutoModelForCausalLM
-
     from llmtune import metrics as metrics_lib
-    from llmtune.generation import PromptTooLong, build_generation_config, generate_texts
-    from llmtune.modeling import load_for_inference
+    from llmtune.generation import PromptTooLong, build_generation_config, generate_texts, load_generation_model
     from llmtune.tasks.generate import write_jsonl
 
     cfg, data, split = ctx.cfg, ctx.data, ctx.cfg.eval.split
     splits = load_eval_split(data, split, ctx.seed)
     prompts, references = prompt_reference_pairs(splits, data, split)
-    model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
+    model, tokenizer = load_generation_model(cfg.model, cfg.tokenizer)  # a causal LM, or an encoder-decoder (T5, BART...)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     try:
         results = generate_texts(model, tokenizer, prompts, generation_config, cfg.eval.batch_size, cfg.stop)
@@ -517,7 +514,10 @@ def evaluate_generation(ctx: Context) -> dict[str, Any]:
         "eval_mean_completion_tokens": sum(out["completion_tokens"] for out in outputs) / len(outputs),
         "eval_truncated_rate": sum(out["finish_reason"] == "length" for out in outputs) / len(outputs),
     }
-    scored = "each completion (the text after its prompt, cut at a stop string) against all references of its prompt"
+    scored = (
+        "each completion (a causal LM's text after its prompt, an encoder-decoder's decoded output; cut at a stop string) "
+        "against all references of its prompt"
+    )
     info = {
         "eval_bleu": {
             "definition": f"corpus BLEU (0-100) of {scored}",

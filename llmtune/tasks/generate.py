@@ -1,4 +1,4 @@
-"""`llmtune generate`: read prompts, complete them with a causal LM, stream one JSONL record per returned sequence."""
+"""`llmtune generate`: read prompts, complete them with a causal or encoder-decoder LM, stream one JSONL record per returned sequence."""
 
 from __future__ import annotations
 
@@ -130,11 +130,10 @@ def run(
     import contextlib
     from itertools import chain
 
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
 
     from llmtune.files import atomic_writer
-    from llmtune.generation import PromptTooLong, build_generation_config, iter_generations
-    from llmtune.modeling import load_for_inference
+    from llmtune.generation import PromptTooLong, build_generation_config, iter_generations, load_generation_model
     from llmtune.runs import check_writable
     from llmtune.streaming import WINDOW_BATCHES, stop_if_reader_gone, windows
 
@@ -145,7 +144,7 @@ def run(
     first = next(chunks, [])
     items = chain(first, chain.from_iterable(chunks))
     set_seed(cfg.seed)
-    model, tokenizer = load_for_inference(AutoModelForCausalLM, cfg.model, cfg.tokenizer)
+    model, tokenizer = load_generation_model(cfg.model, cfg.tokenizer)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     stream = None
     # A window shorter than its size is the whole input: one prompt in it is the only prompt.
