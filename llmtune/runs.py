@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
     from llmtune.config.schema import RunConfig
+    from llmtune.tasks.registry import Task
 
 logger = logging.getLogger(__name__)
 
@@ -597,8 +598,10 @@ pipe = pipeline("{pipeline_tag}", model="{output_dir}")
     write_text_atomically((folder or output_dir) / "README.md", card)
 
 
-def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
+def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: Task) -> dict[str, Any]:
     """Save the model, tokenizer, resolved config, manifest.json, metrics, model card and training_curves.png, then swap them into place.
+
+    The model card names `task`'s training command and pipeline tag (its registry row).
 
     Everything is written into the staging folder, which then replaces `training.output_dir` in one
     rename (`swap_into_place`). Only the main process writes and swaps (under torchrun/accelerate every
@@ -618,7 +621,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
         save_config(cfg, staging / "llmtune.yaml")
         manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), staging)
         write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_model_card(output_dir, cfg, metrics, command, pipeline_tag, folder=staging)
+        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging)
         from llmtune.plots import training_curves
 
         training_curves(trainer.state.log_history, staging / "training_curves.png")

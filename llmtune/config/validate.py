@@ -104,7 +104,9 @@ def _fields_at(schema: type[BaseModel], key: Key) -> list[str]:
         cls = _section_class(field.annotation) if field else None
         if cls is None:
             return []
-    return list(cls.model_fields)
+    from llmtune.config.schema import flag_option
+
+    return [name for name, field in cls.model_fields.items() if not flag_option(field)]
 
 
 def schema_problems(schema: type[BaseModel], raw: RawConfig, exc: ValidationError) -> list[str]:
