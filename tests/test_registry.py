@@ -144,3 +144,57 @@ def test_importing_the_registry_imports_no_heavy_library() -> None:
     code = "import sys, llmtune.tasks.registry; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'pydantic', 'datasets'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_task_training_defaults_are_training_arguments_fields() -> None:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for task in registry.TASKS:
+        assert {key for key, _ in task.training_defaults} <= fields, task.name
+
+
+def _tiny_classification(tmp_path: Path, **training: object) -> Path:
+    from conftest import sentiment_rows, tiny_classification_config, write_config, write_tsv
+
+    train = write_tsv(tmp_path / "train.tsv", sentiment_rows(16, seed=1))
+    return write_config(tmp_path / "cfg.yaml", tiny_classification_config(train, train, tmp_path / "run", **training))
+
+
+def test_validation_builds_the_training_arguments_the_trainer_uses(tmp_path: Path) -> None:
+    """load_config builds TrainingArguments once (user keys + the task's and the machine's defaults); the Trainer gets that object."""
+    from datasets import Dataset
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from llmtune import runs
+    from llmtune.config import load_config
+
+    cfg = load_config("finetune", _tiny_classification(tmp_path, learning_rate=3e-4))
+    args = cfg.setup.args
+    assert args.train_sampling_strategy == "group_by_length"  # classification's registry default
+    assert args.learning_rate == 3e-4 and args.report_to == []  # the user's key; llmtune's report_to: none
+    assert args.output_dir == str(runs.staging_dir(tmp_path / "run"))
+    rows = Dataset.from_dict({"input_ids": [[1, 2, 3]] * 4, "labels": [0, 1, 0, 1]})
+    model = BertForSequenceClassification(BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
+    trainer = runs.make_trainer(cfg, model, None, {"train": rows, "validation": rows}, None)
+    assert trainer.args is args
+
+
+def test_a_conflict_with_a_task_default_fails_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TrainingArguments' own checks see llmtune's defaults at validation time, not first at run time."""
+    import dataclasses
+
+    from llmtune.config import ConfigError, load_config
+
+    # A task default (load_best_model_at_end) that contradicts the user's strategies only once merged with them.
+    row = dataclasses.replace(registry.task("classification"), training_defaults=(("load_best_model_at_end", True),))
+    monkeypatch.setattr(registry, "TASKS", (row, *registry.TASKS[1:]))
+    path = _tiny_classification(tmp_path, eval_strategy="epoch", save_strategy="steps")
+    with pytest.raises(ConfigError) as caught:
+        load_config("finetune", path)
+    assert "transformers.TrainingArguments rejects these settings" in str(caught.value)
+    assert "load_best_model_at_end" in str(caught.value)
+    monkeypatch.undo()
+    assert load_config("finetune", path).setup.args.load_best_model_at_end is False

@@ -104,8 +104,12 @@ def load_config(
             problems += check_generation(raw, generation)
         raise ConfigError(problems, source=source) from None
     if "training" in schema.model_fields:
-        cfg.training, training_problems = check_training(raw, cfg.training, on_this_machine)
+        # On the machine that trains, the run's own TrainingArguments (user keys over the task's and the
+        # machine's defaults) is built here, once: a conflict with llmtune's defaults fails validation.
+        cfg.training, training_problems = check_training(raw, cfg.training, on_this_machine, trial=not on_this_machine)
         problems += training_problems
+        if on_this_machine and not training_problems:
+            problems += _set_up_run(cfg)
     if "generation" in schema.model_fields:
         problems += check_generation(raw, cfg.generation)
     if check_model:
@@ -115,6 +119,22 @@ def load_config(
     if problems:
         raise ConfigError(problems, source=source)
     return cfg
+
+
+def _set_up_run(cfg: BaseModel) -> list[str]:
+    """Build the run's TrainingArguments (`llmtune.runs.run_setup`) onto `cfg`; its refusal is a problem.
+
+    With --resume, the checkpoint it will continue is looked up now (nothing is deleted): under
+    `precision: auto` its run's precision is kept where this machine can continue it.
+    """
+    from llmtune import runs
+
+    checkpoint = runs.resume_checkpoint(cfg.training["output_dir"]) if cfg.resume else None
+    try:
+        cfg._setup = runs.run_setup(cfg, checkpoint)
+    except UserError as exc:
+        return [str(exc)]
+    return []
 
 
 def _flag_problems(schema: type[BaseModel], raw: RawConfig) -> list[str]:

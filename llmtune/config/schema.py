@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from llmtune.tasks import registry
 
@@ -146,6 +146,13 @@ class RunConfig(Section):
 
     overwrite: bool = flag("--overwrite", False, "replace a non-empty output directory (once the new run is complete).")
     resume: bool = flag("--resume", False, "continue from the last checkpoint in the output directory.")
+    # The run's TrainingArguments, machine plan and callbacks (llmtune.runs.RunSetup), built by load_config.
+    _setup: Any = PrivateAttr(None)
+
+    @property
+    def setup(self) -> Any:
+        """The `llmtune.runs.RunSetup` load_config built for this run, or None (not validated for this machine)."""
+        return self._setup
 
     @model_validator(mode="after")
     def _tokenizer_source(self) -> RunConfig:

@@ -136,7 +136,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
         return {}
 
 
-def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bool = True) -> tuple[dict[str, Any], list[str]]:
+def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bool = True, trial: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Check `training:` against `transformers.TrainingArguments` (names, value types, its own checks) and the machine.
 
     Args:
@@ -145,6 +145,8 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
         on_this_machine: the config is about to train here, so settings this machine cannot honour
             (bf16/fp16/tf32 without a GPU) are problems. False for `llmtune validate`: configs for GPU
             machines are validated in CI without one, so those settings are only warned about.
+        trial: also build a TrainingArguments of the user's keys, to report its own checks. False when the
+            caller builds the run's real one (`llmtune.runs.run_setup`) right after.
 
     Returns:
         The mapping with values coerced to the field types (e.g. "3e-5" -> 3e-05), and the problems found.
@@ -189,7 +191,7 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
     machine_problems = hardware.machine_problems(coerced, hardware.detect(use_cpu=coerced.get("use_cpu") is True), locate)
     if on_this_machine:
         problems += machine_problems
-    if problems:
+    if problems or not trial:
         return coerced, problems
     for problem in machine_problems:
         logger.warning("%s Only a warning here (a config for a GPU machine is valid); training with it on this machine stops.", problem)

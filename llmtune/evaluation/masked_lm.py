@@ -69,6 +69,7 @@ def evaluate(ctx: Context) -> dict[str, Any]:
             output_dir=scratch,
             per_device_eval_batch_size=cfg.eval.batch_size,
             remove_unused_columns=False,  # the collator reads offset_mapping / special_tokens_mask
+            dataloader_pin_memory=where.type == "cuda",  # pinning only speeds copies to a GPU; torch warns without one
             report_to="none",
             seed=ctx.seed,
         )

@@ -43,20 +43,17 @@ def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, Data
 
 
 def collator(cfg: FinetuneConfig, model: Any, tokenizer: Any, encoded: DatasetDict) -> tuple[Any, dict[str, Any]]:
-    """Dynamic padding, and rows of similar length in one batch.
+    """Dynamic padding, rounded up to a multiple of 8 only on a GPU, where that selects tensor-core kernels.
 
-    Rows of similar length share a batch (less padding; training.train_sampling_strategy: random undoes
-    it), and batches are rounded up to a multiple of 8 only on a GPU, where that selects tensor-core kernels.
+    Rows of similar length share a batch (the registry row's train_sampling_strategy: group_by_length, with
+    `LengthGroupedTrainer`; training.train_sampling_strategy: random undoes it).
 
     Returns:
-        The collator and the task's TrainingArguments defaults.
+        The collator and no run-time TrainingArguments defaults.
     """
     from transformers import DataCollatorWithPadding
 
-    from llmtune.batching import GROUP_BY_LENGTH
-
-    padding = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple(training_device_type(cfg.training)))
-    return padding, {"train_sampling_strategy": GROUP_BY_LENGTH}
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple(training_device_type(cfg.training))), {}
 
 
 def run(cfg: FinetuneConfig) -> dict[str, Any]:

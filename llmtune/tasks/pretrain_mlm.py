@@ -62,15 +62,15 @@ def prepare_data(cfg: PretrainMLMConfig, checkpoint: str | None) -> tuple[Any, D
 
 
 def collator(cfg: PretrainMLMConfig, model: Any, tokenizer: Any, encoded: DatasetDict) -> tuple[Any, dict[str, Any]]:
-    """The masking collator (`llmtune.lm.MaskingCollator`) and the task's TrainingArguments defaults.
+    """The masking collator (`llmtune.lm.MaskingCollator`) and no run-time TrainingArguments defaults.
 
-    The datasets hold only what the collator needs; Trainer must keep offset_mapping/special_tokens_mask
-    for masking (remove_unused_columns: false). Training masks come from (seed, epoch, batch), not the
-    global RNG, so a resumed run masks as an uninterrupted one.
+    The datasets hold only what the collator needs; Trainer keeps offset_mapping/special_tokens_mask for
+    masking (the registry row's remove_unused_columns: false). Training masks come from (seed, epoch,
+    batch), not the global RNG, so a resumed run masks as an uninterrupted one.
     """
     multiple = pad_multiple(training_device_type(cfg.training), cfg.mlm.pad_to_multiple_of)
     masking = lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, multiple, batch_seed=cfg.seed)
-    return masking, {"remove_unused_columns": False}
+    return masking, {}
 
 
 def run(cfg: PretrainMLMConfig) -> dict[str, Any]:

@@ -35,7 +35,10 @@ class Task:
         default_metrics: the metrics reported when `metrics:` is not set.
         inference: the command that runs its trained models (predict, generate), or None.
         prepare_data: the task module's function `(cfg, checkpoint) -> (tokenizer, splits)`: data loaded and tokenized.
-        collator: the task module's function `(cfg, model, tokenizer, splits) -> (collator, training defaults)`.
+        collator: the task module's function `(cfg, model, tokenizer, splits) -> (collator, run-time training defaults)`;
+            the run-time defaults (those that depend on the loaded model) are only set where `training:` leaves them.
+        training_defaults: TrainingArguments values the task needs, under the user's `training:` and over the machine's
+            defaults; `load_config` builds the run's TrainingArguments with them, so a conflict fails validation.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Task:
     inference: str | None
     prepare_data: str
     collator: str
+    training_defaults: tuple[tuple[str, Any], ...] = ()
 
     def load(self) -> Any:
         """The task module (imported now)."""
@@ -97,6 +101,8 @@ TASKS: tuple[Task, ...] = (
         inference="predict",
         prepare_data="prepare_data",
         collator="collator",
+        # Rows of similar length share a batch: less padding (llmtune.batching.LengthGroupedTrainer).
+        training_defaults=(("train_sampling_strategy", "group_by_length"),),
     ),
     Task(
         name="causal-lm",
@@ -132,6 +138,8 @@ TASKS: tuple[Task, ...] = (
         inference=None,
         prepare_data="prepare_data",
         collator="collator",
+        # The masking collator reads offset_mapping / special_tokens_mask, which Trainer would drop.
+        training_defaults=(("remove_unused_columns", False),),
     ),
 )
 
@@ -219,6 +227,16 @@ def task_of(command: str, cfg: Any = None) -> Task:
         if row.name == name:
             return row
     raise KeyError(f"{command}: {name}")
+
+
+def task_for_config(cfg: Any) -> Task:
+    """The task a validated training config runs, from its schema class (and `task:` where the command has several).
+
+    Raises:
+        KeyError: `cfg` is not a training config.
+    """
+    command = next(row.command for row in TASKS if row.schema == type(cfg).__name__)
+    return task_of(command, cfg)
 
 
 def by_architecture(config: Any) -> Task | None:
