@@ -172,11 +172,9 @@ def _config_with_model(command: str, config: str | None, overrides: list[str] | 
     return config, extra
 
 
-# The module whose `run(cfg)` does each command's work. The training commands' task modules come from the
-# task registry (`llmtune.tasks.registry`); finetune's module dispatches on `task:`.
+# The module whose `run(cfg)` does each inference command's work. A training command runs the module of
+# the task its config names (`llmtune.tasks.registry`: pretrain-mlm's one task, finetune's `task:`).
 COMMANDS = {
-    "finetune": "llmtune.tasks.finetune",
-    "pretrain-mlm": "llmtune.tasks.pretrain_mlm",
     "evaluate": "llmtune.tasks.evaluate",
     "predict": "llmtune.tasks.predict",
     "generate": "llmtune.tasks.generate",
@@ -188,8 +186,11 @@ def _load(command: str, path: str | Path | None, overrides: list[str] | None = N
     from importlib import import_module
 
     from llmtune.config import load_config
+    from llmtune.tasks import registry
 
     cfg = load_config(command, path, overrides, flags=flags)
+    if command in registry.training_commands():
+        return cfg, registry.task_of(command, cfg).load()
     return cfg, import_module(COMMANDS[command])
 
 

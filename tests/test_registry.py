@@ -51,6 +51,9 @@ def test_each_task_has_its_schema_module_and_functions(task: registry.Task) -> N
     for role in ("prepare_data", "collator"):
         assert callable(task.function(role)), role
     assert callable(module.run)
+    from transformers import Trainer
+
+    assert issubclass(task.trainer(), Trainer)
     assert list(inspect.signature(module.run).parameters) == ["cfg"]  # run(cfg) -> dict, the CLI's one call
     assert module.TASK is task  # the module runs under its own row (model class, model card tag)
     assert registry.task_of(task.command, FinetuneConfig.model_construct(task=task.name)) is task

@@ -261,7 +261,7 @@ def check_generation(raw: RawConfig, generation: dict[str, Any]) -> list[str]:
     Returns:
         The problems found (empty when the settings are valid).
     """
-    from transformers import GenerationConfig
+    from llmtune.generation import generation_config
 
     fields = generation_fields()
     problems = []
@@ -272,7 +272,7 @@ def check_generation(raw: RawConfig, generation: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     try:
-        GenerationConfig(**generation).validate(strict=True)
+        generation_config(generation)  # as the command will build it, minus the model's own defaults
     except (ValueError, TypeError) as exc:
         reason = " ".join(line.strip("- ") for line in str(exc).strip().splitlines() if line.strip())
         reason = reason.split(" If you're using a pretrained model")[0]

@@ -197,7 +197,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     checkpoint = runs.check_output_dir(cfg.training["output_dir"], cfg.overwrite, cfg.resume, cfg)
     set_seed(cfg.seed)
 
-    tokenizer, encoded = prepare_data(cfg, checkpoint)
+    tokenizer, encoded = TASK.function("prepare_data")(cfg, checkpoint)
     model = load_model(TASK.model_class(), cfg.model, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
@@ -209,15 +209,13 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         "blocks" if cfg.data.packing else "rows",
         cfg.data.max_length,
     )
-    from llmtune.batching import LengthGroupedTrainer
-
-    collator, defaults = batching(cfg, model, tokenizer, encoded)
+    collator, defaults = TASK.function("collator")(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
         training_defaults=defaults,
         # Only the padded fallback groups by length; LengthGroupedTrainer makes that grouping seeded and
         # resumable (transformers' own is neither). Every other strategy is transformers' own.
-        trainer_class=LengthGroupedTrainer,
+        trainer_class=TASK.trainer(),
         data_collator=collator,
         compute_metrics=lm_metrics,
         preprocess_logits_for_metrics=causal_preprocess,

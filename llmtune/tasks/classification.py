@@ -70,7 +70,6 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     """
     from transformers import set_seed
 
-    from llmtune.batching import LengthGroupedTrainer
     from llmtune.metrics import SHIPPED
 
     checkpoint = runs.check_output_dir(cfg.training["output_dir"], cfg.overwrite, cfg.resume, cfg)
@@ -79,7 +78,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         logger.warning("metrics %s are not shipped with llmtune; loading them from the Hub", unknown)
     set_seed(cfg.seed)
 
-    tokenizer, encoded = prepare_data(cfg, checkpoint)
+    tokenizer, encoded = TASK.function("prepare_data")(cfg, checkpoint)
     label_names = list(encoded["train"].features["labels"].names)
     model = load_model(
         TASK.model_class(),
@@ -101,11 +100,11 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     # DDP) and skip the division by gradient_accumulation_steps. Trainer reads this attribute to know better.
     model.accepts_loss_kwargs = False
 
-    padding, defaults = collator(cfg, model, tokenizer, encoded)
+    padding, defaults = TASK.function("collator")(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
         training_defaults=defaults,
-        trainer_class=LengthGroupedTrainer,
+        trainer_class=TASK.trainer(),
         data_collator=padding,
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
     )

@@ -91,7 +91,7 @@ def run(cfg: PretrainMLMConfig) -> dict[str, Any]:
     checkpoint = runs.check_output_dir(cfg.training["output_dir"], cfg.overwrite, cfg.resume, cfg)
     set_seed(cfg.seed)
 
-    tokenizer, encoded = prepare_data(cfg, checkpoint)
+    tokenizer, encoded = TASK.function("prepare_data")(cfg, checkpoint)
     model = load_model(TASK.model_class(), cfg.model, tokenizer)
     block = context_length(tokenizer, None, cfg.data.max_length)
     positions = model_positions(model.config)
@@ -103,10 +103,11 @@ def run(cfg: PretrainMLMConfig) -> dict[str, Any]:
         )
     logger.info("%d training and %d validation examples of up to %d tokens", len(encoded["train"]), len(encoded["validation"]), block)
 
-    masking, defaults = collator(cfg, model, tokenizer, encoded)
+    masking, defaults = TASK.function("collator")(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
         training_defaults=defaults,
+        trainer_class=TASK.trainer(),
         callbacks=[lm.masking_epoch(masking)],
         data_collator=masking,
         preprocess_logits_for_metrics=lm.masked_preprocess,

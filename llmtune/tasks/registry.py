@@ -37,6 +37,7 @@ class Task:
         prepare_data: the task module's function `(cfg, checkpoint) -> (tokenizer, splits)`: data loaded and tokenized.
         collator: the task module's function `(cfg, model, tokenizer, splits) -> (collator, run-time training defaults)`;
             the run-time defaults (those that depend on the loaded model) are only set where `training:` leaves them.
+        trainer_class: the Trainer class that trains it, as "module:Class" (transformers.Trainer or a subclass).
         training_defaults: TrainingArguments values the task needs, under the user's `training:` and over the machine's
             defaults; `load_config` builds the run's TrainingArguments with them, so a conflict fails validation.
     """
@@ -56,6 +57,7 @@ class Task:
     inference: str | None
     prepare_data: str
     collator: str
+    trainer_class: str
     training_defaults: tuple[tuple[str, Any], ...] = ()
 
     def load(self) -> Any:
@@ -65,6 +67,11 @@ class Task:
     def function(self, role: str) -> Any:
         """The task module's function for `role` ("prepare_data" or "collator")."""
         return getattr(self.load(), getattr(self, role))
+
+    def trainer(self) -> Any:
+        """The Trainer class (imports transformers)."""
+        module, _, name = self.trainer_class.partition(":")
+        return getattr(import_module(module), name)
 
     def model_class(self) -> Any:
         """The `AutoModelFor...` class (imports transformers)."""
@@ -101,6 +108,7 @@ TASKS: tuple[Task, ...] = (
         inference="predict",
         prepare_data="prepare_data",
         collator="collator",
+        trainer_class="llmtune.batching:LengthGroupedTrainer",
         # Rows of similar length share a batch: less padding (llmtune.batching.LengthGroupedTrainer).
         training_defaults=(("train_sampling_strategy", "group_by_length"),),
     ),
@@ -121,6 +129,8 @@ TASKS: tuple[Task, ...] = (
         inference="generate",
         prepare_data="prepare_data",
         collator="batching",
+        # Groups by length only in the padded fallback (see llmtune.tasks.causal_lm.batching), seeded and resumable.
+        trainer_class="llmtune.batching:LengthGroupedTrainer",
     ),
     Task(
         name="masked-lm",
@@ -138,6 +148,7 @@ TASKS: tuple[Task, ...] = (
         inference=None,
         prepare_data="prepare_data",
         collator="collator",
+        trainer_class="transformers:Trainer",
         # The masking collator reads offset_mapping / special_tokens_mask, which Trainer would drop.
         training_defaults=(("remove_unused_columns", False),),
     ),
