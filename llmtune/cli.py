@@ -173,14 +173,32 @@ def _config_with_model(command: str, config: str | None, overrides: list[str] | 
     return config, extra
 
 
-def _train_command(command: str, task_module: str, config: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
+# The module whose `run(cfg)` does each inference command's work. A training command runs the module of
+# the task its config names (`llmtune.tasks.registry`: pretrain-mlm's one task, finetune's `task:`).
+COMMANDS = {
+    "evaluate": "llmtune.tasks.evaluate",
+    "predict": "llmtune.tasks.predict",
+    "generate": "llmtune.tasks.generate",
+}
+
+
+def _load(command: str, path: str | Path | None, overrides: list[str] | None = None, **flags: Any) -> tuple[Any, Any]:
+    """The validated config of `command` (its file, overrides and command-line options) and the module that runs it."""
+    from importlib import import_module
+
+    from llmtune.config import load_config
+    from llmtune.tasks import registry
+
+    cfg = load_config(command, path, overrides, flags=flags)
+    if command in registry.training_commands():
+        return cfg, registry.task_of(command, cfg).load()
+    return cfg, import_module(COMMANDS[command])
+
+
+def _train_command(command: str, config: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
     def work(stdout: Any) -> None:
-        from importlib import import_module
-
-        from llmtune.config import load_config
-
-        cfg = load_config(command, config, overrides)
-        result = import_module(task_module).run(cfg, overwrite=overwrite, resume=resume)
+        cfg, task = _load(command, config, overrides, overwrite=overwrite, resume=resume)
+        result = task.run(cfg)
         # Under torchrun / accelerate launch every process runs this; the metrics are global (gathered
         # by Trainer), so one JSON object from the main process says it all. The state is accelerate's
         # PartialState, which TrainingArguments set up during the run (torch is loaded by now).
@@ -210,13 +228,13 @@ def _root(
 @_command()
 def finetune(config: ConfigArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False) -> None:
     """Fine-tune a model (task: classification or causal-lm) and print its final metrics as JSON."""
-    _train_command("finetune", "llmtune.tasks.finetune", config, overrides, overwrite, resume)
+    _train_command("finetune", config, overrides, overwrite, resume)
 
 
 @_command("pretrain-mlm")
 def pretrain_mlm(config: ConfigArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False) -> None:
     """Pretrain a masked language model (from scratch or continued) and print its final metrics as JSON."""
-    _train_command("pretrain-mlm", "llmtune.tasks.pretrain_mlm", config, overrides, overwrite, resume)
+    _train_command("pretrain-mlm", config, overrides, overwrite, resume)
 
 
 @_command()
@@ -257,17 +275,13 @@ def evaluate(
     """Evaluate a trained model without training; print the metrics as JSON (exit 3 if a gate fails)."""
 
     def work(stdout: Any) -> None:
-        from llmtune.config import load_config
-        from llmtune.tasks import evaluate as task
-
         path, extra = _config_with_model("evaluate", config, overrides, model)
         if output_dir:
             extra.append(f"output_dir={json.dumps(output_dir)}")
-        gates = task.parse_gates(fail_under or [], fail_over or [])
-        cfg = load_config("evaluate", path, extra)
-        result = task.run(cfg, gates=gates)
+        cfg, task = _load("evaluate", path, extra, fail_under=fail_under or [], fail_over=fail_over or [])
+        result = task.run(cfg)
         _print_json(result, stdout)
-        task.check_gates(result, gates)
+        task.check_gates(result, task.gates(cfg))
 
     _execute(work)
 
@@ -286,10 +300,10 @@ def predict(
     """Classify texts with a trained model: one JSON line per input record, in input order."""
 
     def work(stdout: Any) -> None:
-        from llmtune.tasks import predict as task
-
         stdout, target = _main_process_results(stdout, output)
-        summary = task.run(model, input, stdout, target, text_field, text_pair_field, batch_size, top_k, max_length)
+        options = {"text_field": text_field, "text_pair_field": text_pair_field, "batch_size": batch_size, "top_k": top_k, "max_length": max_length}
+        cfg, task = _load("predict", None, model=model, input=input, output=target, **options)
+        summary = task.run(cfg, stdout)
         typer.echo(f"predicted {summary['rows']} rows ({summary['truncated']} truncated to {summary['max_length']} tokens)", err=True)
 
     _execute(work)
@@ -308,16 +322,10 @@ def generate(
     """Complete prompts with a causal LM; print one JSON line per returned sequence."""
 
     def work(stdout: Any) -> None:
-        from importlib import import_module
-
-        from llmtune.config import load_config
-
         path, extra = _config_with_model("generate", config, overrides, model)
-        cfg = load_config("generate", path, extra)
         stdout, target = _main_process_results(stdout, str(output) if output else None)
-        summary = import_module("llmtune.tasks.generate").run(
-            cfg, stdout, prompts=prompt, input_path=input_path, input_fmt=input_format, output=target
-        )
+        cfg, task = _load("generate", path, extra, prompt=prompt, input=input_path, input_format=input_format, output=target)
+        summary = task.run(cfg, stdout)
         if target is not None:
             _print_json(summary, stdout)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -36,3 +37,10 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     """Write `text` to `path` through `atomic_writer`."""
     with atomic_writer(path) as handle:
         handle.write(text)
+
+
+def write_jsonl(rows: list[dict[str, Any]], stream: IO[str]) -> None:
+    """Write `rows` as JSON lines and flush, so a reader at the other end of a pipe gets them now."""
+    for row in rows:
+        stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stream.flush()

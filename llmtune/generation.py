@@ -63,8 +63,40 @@ def load_generation_model(model: ModelSection, tokenizer: TokenizerSection) -> t
     return load_for_inference(auto_cls, model, tokenizer)
 
 
+def generation_config(settings: dict[str, Any], base: Any = None, tokenizer: Any = None) -> Any:
+    """The `transformers.GenerationConfig` a command decodes with: `base` (or transformers' defaults), the user's
+    `generation:` settings on top, llmtune's max_new_tokens default, strictly validated.
+
+    The config loader calls it without a model (`llmtune.config.validate.check_generation`), the commands with the
+    model's own generation config and tokenizer (`build_generation_config`): one recipe, checked before the model loads.
+
+    Args:
+        settings: GenerationConfig fields (names already checked).
+        base: the model's generation config (copied, not changed); None = GenerationConfig's defaults.
+        tokenizer: fills in the EOS and pad ids the config lacks.
+
+    Returns:
+        The GenerationConfig.
+
+    Raises:
+        ValueError, TypeError: GenerationConfig refuses the combination.
+    """
+    from transformers import GenerationConfig
+
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    config.update(**settings)
+    if "max_new_tokens" not in settings and "max_length" not in settings:
+        config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    if tokenizer is not None and config.eos_token_id is None:
+        config.eos_token_id = tokenizer.eos_token_id
+    if tokenizer is not None and config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    config.validate(strict=True, user_set_attributes=set(settings))
+    return config
+
+
 def build_generation_config(model: Any, tokenizer: Any, settings: dict[str, Any]) -> Any:
-    """The model's own generation config with the user's `generation:` settings on top.
+    """The model's own generation config with the user's `generation:` settings on top (`generation_config`).
 
     Args:
         model: a loaded causal LM.
@@ -73,22 +105,14 @@ def build_generation_config(model: Any, tokenizer: Any, settings: dict[str, Any]
 
     Returns:
         A validated `transformers.GenerationConfig`.
-    """
-    from transformers import GenerationConfig
 
-    base = copy.deepcopy(model.generation_config) if getattr(model, "generation_config", None) is not None else GenerationConfig()
-    base.update(**settings)
-    if "max_new_tokens" not in settings and "max_length" not in settings:
-        base.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
-    if base.eos_token_id is None:
-        base.eos_token_id = tokenizer.eos_token_id
-    if base.pad_token_id is None:
-        base.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    Raises:
+        UserError: the model's generation config and the settings do not go together.
+    """
     try:
-        base.validate(strict=True, user_set_attributes=set(settings))
+        return generation_config(settings, getattr(model, "generation_config", None), tokenizer)
     except ValueError as exc:
         raise UserError(f"generation: the model's generation config combined with yours is invalid: {exc}") from exc
-    return base
 
 
 def _eos_ids(generation_config: Any) -> set[int]:

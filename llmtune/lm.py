@@ -15,6 +15,10 @@ from typing import Any
 IGNORE_INDEX = -100
 
 
+# What a language model's evaluation reports (`lm_metrics`), prefixed eval_ / test_.
+LM_METRICS = ("perplexity", "nll_per_token", "token_accuracy", "scored_tokens")
+
+
 def token_stats(logits: Any, labels: Any, shift: bool) -> Any:
     """Per-example [summed NLL, scored tokens, correct tokens] for one batch.
 
@@ -202,3 +206,35 @@ def fixed_eval_masking(dataset: Any, tokenizer: Any, probability: float = 0.15, 
             for c in kept:
                 out[c].append(rows[c][i])
     return Dataset.from_dict(out)
+
+
+def encode_masked(splits: Any, tokenizer: Any, data: Any, mlm: Any, seed: int) -> Any:
+    """Tokenize text splits for masked-LM (packed or line by line) and mask every split but `train` once, with `seed`.
+
+    `llmtune pretrain-mlm` encodes its data with it and `llmtune evaluate` its evaluation set, so a
+    pretrain-mlm model directory scores its run's own eval_perplexity.
+
+    Args:
+        splits: text splits (a DatasetDict).
+        tokenizer: a tokenizer with a mask token (and a fast one for whole-word masking).
+        data: the data section (text_column, max_length, packing).
+        mlm: the masking settings (`MLMSection`: probability, whole_word).
+        seed: the seed of the fixed masking.
+
+    Returns:
+        `train` (unmasked; masked per batch by the collator) and the other splits (input_ids + labels).
+
+    Raises:
+        UserError: the tokenizer has no mask token, or is slow and whole-word masking is asked for.
+    """
+    from llmtune import data as data_lib
+    from llmtune.errors import UserError
+
+    if tokenizer.mask_token is None:
+        raise UserError("tokenizer: it has no mask token, so it cannot be used for masked-LM training. Use a BERT-style tokenizer or tokenizer.train.")
+    if mlm.whole_word and not getattr(tokenizer, "is_fast", False):
+        raise UserError("mlm.whole_word: needs a fast tokenizer (word boundaries come from its offsets). Set mlm.whole_word: false.")
+    tokenized = data_lib.tokenize_for_lm(splits, tokenizer, data, packing=data.packing, offsets=mlm.whole_word)
+    for role in [r for r in tokenized if r != "train"]:
+        tokenized[role] = fixed_eval_masking(tokenized[role], tokenizer, mlm.probability, mlm.whole_word, seed)
+    return tokenized

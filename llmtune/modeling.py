@@ -302,21 +302,15 @@ def is_seq2seq_lm(config: Any) -> bool:
 
 
 # Architecture name endings -> the kind of model, for `llmtune evaluate` (eval.kind: auto) and `predict`.
-ARCHITECTURE_KINDS = (
-    ("ForSequenceClassification", "classification"),
-    ("ForCausalLM", "causal-lm"),
-    ("LMHeadModel", "causal-lm"),
-    ("ForMaskedLM", "masked-lm"),
-)
-
-
 def architecture_kind(config: Any) -> str | None:
-    """The kind of a saved model from its config's `architectures` (e.g. BertForSequenceClassification -> classification)."""
-    for architecture in getattr(config, "architectures", None) or []:
-        for ending, kind in ARCHITECTURE_KINDS:
-            if architecture.endswith(ending):
-                return kind
-    return None
+    """The kind of a saved model from its config's `architectures` (e.g. BertForSequenceClassification -> classification).
+
+    The endings come from the task registry (`llmtune.tasks.registry.TASKS`).
+    """
+    from llmtune.tasks import registry
+
+    found = registry.by_architecture(config)
+    return found.eval_kind if found is not None else None
 
 
 def device() -> Any:

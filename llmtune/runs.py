@@ -19,12 +19,13 @@ import math
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtune import hardware, manifest
 from llmtune.config.validate import TRAINING_EXTRAS
-from llmtune.errors import UserError
+from llmtune.errors import UserError, redact
 from llmtune.files import write_text_atomically
 from llmtune.modeling import launch_rank, launched_on_cpus, lone_accelerate_cpu_process
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from transformers import Trainer, TrainingArguments
 
     from llmtune.config.schema import RunConfig
+    from llmtune.tasks.registry import Task
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +200,12 @@ def checkpoint_is_complete(checkpoint: str | Path) -> bool:
     return True
 
 
-def last_complete_checkpoint(folder: str | Path) -> str | None:
+def last_complete_checkpoint(folder: str | Path, delete: bool = True) -> str | None:
     """The last complete `checkpoint-N` in `folder`; incomplete ones after it are reported and deleted.
 
     They are deleted (by the main process) because Trainer would otherwise trip on them later (when
-    rotating checkpoints or picking the last one), and they hold nothing to resume from.
+    rotating checkpoints or picking the last one), and they hold nothing to resume from. With
+    `delete=False` (validation, which changes nothing on disk) they are only skipped.
     """
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -217,6 +220,8 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     for _, checkpoint in sorted(numbered, reverse=True):
         if checkpoint_is_complete(checkpoint):
             return str(checkpoint)
+        if not delete:
+            continue
         logger.warning(
             "skipping %s: it is incomplete (no trainer_state.json; the run was stopped while saving it); deleting it", checkpoint
         )
@@ -272,6 +277,11 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool, cfg:
             "last checkpoint, or set training.output_dir=another/dir."
         )
     return None
+
+
+def resume_checkpoint(output_dir: str | Path) -> str | None:
+    """The checkpoint `--resume` would continue from (an interrupted run's first), found without changing anything on disk."""
+    return last_complete_checkpoint(staging_dir(output_dir), delete=False) or last_complete_checkpoint(output_dir, delete=False)
 
 
 def prepare_staging(output_dir: str | Path, checkpoint: str | None) -> Path:
@@ -379,7 +389,37 @@ def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defa
     try:
         return TrainingArguments(**kwargs), callbacks
     except (ValueError, TypeError) as exc:
-        raise UserError(f"training: {exc}") from exc
+        raise UserError(f"training: transformers.TrainingArguments rejects these settings: {redact(str(exc))}") from exc
+
+
+@dataclass
+class RunSetup:
+    """What a training run is set up with, built once by `load_config` (`run_setup`) and used by `make_trainer`.
+
+    Attributes:
+        checkpoint: the checkpoint --resume continues from, as found at validation (its precision counts under auto).
+        plan: the machine's defaults (`machine_plan`).
+        args: the run's TrainingArguments.
+        callbacks: the Trainer callbacks `training:` asks for (early stopping).
+    """
+
+    checkpoint: str | None
+    plan: hardware.Plan
+    args: TrainingArguments
+    callbacks: list[Any]
+
+
+def run_setup(cfg: RunConfig, checkpoint: str | None = None) -> RunSetup:
+    """Build the run's TrainingArguments from `training:` over the task's defaults (its registry row) and the machine's.
+
+    Raises:
+        UserError: TrainingArguments rejects the merged values (including a conflict with a task default).
+    """
+    from llmtune.tasks import registry
+
+    plan = machine_plan(cfg, checkpoint)
+    args, callbacks = training_arguments(cfg, plan, **dict(registry.task_for_config(cfg).training_defaults))
+    return RunSetup(checkpoint, plan, args, callbacks)
 
 
 def log_before_save() -> Any:
@@ -452,17 +492,25 @@ def make_trainer(
         tokenizer: saved with the model (`processing_class`).
         encoded: splits with `train` and `validation`.
         checkpoint: the checkpoint the run resumes from (from `check_output_dir`), or None.
-        training_defaults: the task's TrainingArguments defaults, under the user's `training:`.
+        training_defaults: the task's run-time TrainingArguments defaults (from its collator), set where the
+            user's `training:` leaves them on the TrainingArguments `load_config` built (`cfg.setup`).
         callbacks: the task's own Trainer callbacks.
         trainer_class: a Trainer subclass for the task (default transformers.Trainer).
         trainer_kwargs: the task's collator, metrics and the like.
     """
     from transformers import Trainer
 
-    plan = machine_plan(cfg, checkpoint)
+    setup = cfg.setup
+    if setup is None or setup.checkpoint != checkpoint:
+        # A config validated without this machine in mind (on_this_machine=False), or a checkpoint that moved
+        # since validation (an interrupted swap finished by check_output_dir): set up for this run now.
+        setup = run_setup(cfg, checkpoint)
+    plan, args, requested = setup.plan, setup.args, list(setup.callbacks)
+    for key, value in (training_defaults or {}).items():
+        if key not in cfg.training:
+            setattr(args, key, value)
     # Attention is transformers' choice: SDPA wherever the model supports it (eager otherwise); said here, not set.
     logger.info("%s; attention: %s", plan.summary(), getattr(model.config, "_attn_implementation", None) or "the model's default")
-    args, requested = training_arguments(cfg, plan, **(training_defaults or {}))
     record = manifest.for_training(cfg, args, precision=plan.record())
     requested.append(manifest.run_recorder(cfg, record))
     trainer = (trainer_class or Trainer)(
@@ -597,8 +645,10 @@ pipe = pipeline("{pipeline_tag}", model="{output_dir}")
     write_text_atomically((folder or output_dir) / "README.md", card)
 
 
-def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
+def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: Task) -> dict[str, Any]:
     """Save the model, tokenizer, resolved config, manifest.json, metrics, model card and training_curves.png, then swap them into place.
+
+    The model card names `task`'s training command and pipeline tag (its registry row).
 
     Everything is written into the staging folder, which then replaces `training.output_dir` in one
     rename (`swap_into_place`). Only the main process writes and swaps (under torchrun/accelerate every
@@ -618,7 +668,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
         save_config(cfg, staging / "llmtune.yaml")
         manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), staging)
         write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_model_card(output_dir, cfg, metrics, command, pipeline_tag, folder=staging)
+        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging)
         from llmtune.plots import training_curves
 
         training_curves(trainer.state.log_history, staging / "training_curves.png")

@@ -205,9 +205,9 @@ def run_llmtune(spec: dict) -> dict:
 
     runs.make_trainer = timed_make_trainer  # the tasks call runs.make_trainer through the module
     command = "pretrain-mlm" if spec["kind"] == "mlm" else "finetune"
-    cfg = load_config(command, None, [], base=spec["config"])
+    cfg = load_config(command, None, [], base=spec["config"], flags={"overwrite": True})
     task = __import__(f"llmtune.tasks.{'pretrain_mlm' if command == 'pretrain-mlm' else 'finetune'}", fromlist=["run"])
-    metrics = task.run(cfg, overwrite=True)
+    metrics = task.run(cfg)
     out = result["timer"].result()
     out.update(peak_memory(spec["device"]))
     out["eval"] = {k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
@@ -418,12 +418,12 @@ def run_first_step(spec: dict) -> dict:
 
         runs.make_trainer = stopping_make_trainer
         if spec.get("config_file"):
-            cfg = load_config("finetune", spec["config_file"], spec["overrides"])
+            cfg = load_config("finetune", spec["config_file"], spec["overrides"], flags={"overwrite": True})
         else:
-            cfg = load_config("finetune", None, [], base=spec["config"])
+            cfg = load_config("finetune", None, [], base=spec["config"], flags={"overwrite": True})
         from llmtune.tasks import finetune
 
-        finetune.run(cfg, overwrite=True)
+        finetune.run(cfg)
         raise RuntimeError("training ended before its first step")
     from datasets import load_dataset
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import BaseModel  # noqa: E402
 
-from llmtune.config.schema import SCHEMAS  # noqa: E402
+from llmtune.config.schema import SCHEMAS, flag_option  # noqa: E402
 from llmtune.config.validate import _section_class  # noqa: E402
 
 
@@ -21,6 +21,8 @@ def _type_name(annotation: object) -> str:
 def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
+        if flag_option(field):
+            continue  # filled from a command-line option, not a config key
         key = f"{prefix}{name}"
         section = _section_class(field.annotation)
         default = "required" if field.is_required() else ("{}" if field.default_factory else repr(field.default))

@@ -666,6 +666,22 @@ CASES: list[Case] = [
         lambda tmp: ["generate", "--model", str(_tiny_bart(tmp)), "--prompt", "fine", "generation.max_new_tokens=65"],
         ["max_new_tokens=65 is more than the model's 64 decoder positions", "Lower generation.max_new_tokens to 64 or less"],
     ),
+    # issue 10, slice A (the registry): command-line options are schema fields the CLI fills, never config keys.
+    Case(
+        "overwrite-written-in-the-config",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\noverwrite: true\n"),
+        ["overwrite (line", "this is the --overwrite option of the command, not a config key", "pass --overwrite instead"],
+    ),
+    Case(
+        "resume-as-an-override",
+        with_override("resume=true", existing_run=True),
+        ["resume (command-line override)", "this is the --resume option of the command", "pass --resume instead"],
+    ),
+    Case(
+        "fail-under-written-in-an-evaluate-config",
+        lambda tmp: ["evaluate", str(_write(tmp / "eval.yaml", "model:\n  name_or_path: some/model\nfail_under: [accuracy=0.9]\n"))],
+        ["fail_under (line 3)", "the --fail-under option of the command", "pass --fail-under instead"],
+    ),
 ]
 
 

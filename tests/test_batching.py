@@ -94,7 +94,7 @@ def test_eval_batches_grouped_by_length_report_the_same_metrics(grouped_and_rand
     from llmtune import data as data_lib
     from llmtune.batching import LengthGroupedTrainer, padded_tokens, token_counts
     from llmtune.config import load_config
-    from llmtune.tasks.classification import build_compute_metrics
+    from llmtune.metrics.classification import build_compute_metrics
 
     run = grouped_and_random["grouped"]["out"]
     cfg = load_config("finetune", run / "llmtune.yaml")

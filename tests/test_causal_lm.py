@@ -52,6 +52,7 @@ def test_finetune_reports_token_weighted_perplexity(trained: dict) -> None:
     assert json.loads((trained["out"] / "metrics.json").read_text()) == metrics
 
 
+@pytest.mark.smoke("causal-lm")
 def test_output_dir_loads_in_a_text_generation_pipeline(trained: dict) -> None:
     from transformers import AutoTokenizer, pipeline
 

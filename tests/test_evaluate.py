@@ -20,6 +20,8 @@ from conftest import (
 )
 from llmtune.cli import app
 from llmtune.config import load_config
+from llmtune.evaluation.causal_lm import sliding_windows
+from llmtune.evaluation.classification import metric_names as classification_names
 from llmtune.tasks import evaluate as evaluate_task
 
 LABELS = ["negative", "neutral", "positive"]
@@ -93,7 +95,7 @@ def test_classification_metrics_match_scikit_learn(classifier: dict) -> None:
     assert result["confusion_matrix"]["matrix"] == sk.confusion_matrix(refs, preds, labels=[0, 1, 2]).tolist()
     assert result["per_class"]["neutral"]["recall"] == pytest.approx(sk.recall_score(refs, preds, labels=[1], average="macro"))
     # Every reported metric is described, and the set matches what gates are checked against up front.
-    names = evaluate_task.classification_names(model.config)
+    names = classification_names(model.config)
     assert set(result["metrics_info"]) == set(names) == {k for k in result if k.startswith("eval_")}
     assert result["metrics_info"]["eval_f1_weighted"]["average"] == "weighted"
 
@@ -150,7 +152,7 @@ def test_causal_lm_perplexity_matches_a_direct_torch_loop(gpt2: dict, stride: in
 
 def test_sliding_windows_score_every_token_once() -> None:
     ids = list(range(23))
-    windows = evaluate_task.sliding_windows(ids, max_length=8, stride=3)
+    windows = sliding_windows(ids, max_length=8, stride=3)
     scored = [tok for _, labels in windows for tok in labels if tok != -100]
     assert scored == ids  # each token is a target exactly once (the first is later dropped by the shift)
     assert all(len(window) <= 8 for window, _ in windows) and windows[1][0][0] == 3

@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 from conftest import run_cli, sentiment_rows, tiny_gpt2_dir
 from llmtune.cli import app
 from llmtune.config import ConfigError, infer_command, load_config
+from llmtune.evaluation.generation import metric_names as generation_names
+from llmtune.evaluation.generation import prompt_reference_pairs
+from llmtune.evaluation.masked_lm import metric_names as lm_names
 from llmtune.tasks import evaluate as evaluate_task
 from test_pretrain_mlm import corpus, mlm_config
 
@@ -47,7 +50,7 @@ def test_masked_lm_reproduces_the_pretrain_runs_perplexity_through_the_cli(mlm_r
     # Again, in-process and with other batches: identical, not approximately equal.
     again = _evaluate(model={"name_or_path": str(mlm_run)}, eval={"batch_size": 5})
     assert again["eval_perplexity"] == first["eval_perplexity"]
-    assert set(again["metrics_info"]) == set(evaluate_task.lm_names(None)) == {k for k in again if k.startswith("eval_")}
+    assert set(again["metrics_info"]) == set(lm_names(None)) == {k for k in again if k.startswith("eval_")}
 
     # mlm: in the evaluate config overrides the run's masking (more masked tokens); a new seed gives new masks.
     more = _evaluate(model={"name_or_path": str(mlm_run)}, mlm={"probability": 0.4})
@@ -114,7 +117,7 @@ def test_generation_bleu_chrf_and_rouge_equal_the_reference_packages(generation:
     assert info["eval_bleu"]["signature"].startswith("nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp")
     assert info["eval_chrf"]["signature"].startswith("nrefs:var|case:mixed|eff:yes|nc:6|nw:0|space:no")
     assert info["eval_bleu"]["generation"]["max_new_tokens"] == 8 and info["eval_bleu"]["generation"]["do_sample"] is False
-    assert set(info) == set(evaluate_task.generation_names(None)) == {k for k in result if k.startswith("eval_")}
+    assert set(info) == set(generation_names(None)) == {k for k in result if k.startswith("eval_")}
     assert result["eval_truncated_rate"] == 1.0 and result["num_examples"] == 6
     assert result["files"] == [str(out / "metrics.json"), str(out / "generations.jsonl")]
     assert json.loads((out / "metrics.json").read_text()) == result
@@ -157,9 +160,9 @@ def test_generation_rows_without_a_reference_name_the_file_line(tmp_path: Path) 
     path.write_text('{"prompt": "a", "reference": "b"}\n\n{"prompt": "c", "reference": ""}\n', encoding="utf-8")
     data = EvalDataSection(validation_file=str(path))
     with pytest.raises(DataError, match=rf"data.validation_file: {path}, line 3: no usable reference in 'reference'"):
-        evaluate_task.prompt_reference_pairs(load_splits(data), data, "validation")
+        prompt_reference_pairs(load_splits(data), data, "validation")
     carved = EvalDataSection(train_file=str(path), validation_split=0.5)
     splits = load_splits(carved)
     splits["validation"] = splits["train"]
     with pytest.raises(DataError, match=r"data.validation_file: row 2: no usable reference"):
-        evaluate_task.prompt_reference_pairs(splits, carved, "validation")
+        prompt_reference_pairs(splits, carved, "validation")

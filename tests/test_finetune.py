@@ -33,6 +33,7 @@ def test_stdout_is_exactly_the_metrics_json(trained: dict) -> None:
     assert json.loads((trained["out"] / "metrics.json").read_text()) == metrics
 
 
+@pytest.mark.smoke("classification")
 def test_output_dir_is_a_hugging_face_model_dir_that_pipeline_uses(trained: dict) -> None:
     from transformers import AutoTokenizer, pipeline
 

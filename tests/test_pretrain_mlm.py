@@ -50,6 +50,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"proc": proc, "out": out, "config": config, "tmp": tmp, "train": train}
 
 
+@pytest.mark.smoke("masked-lm")
 def test_from_scratch_packed_through_the_cli(scratch: dict) -> None:
     from transformers import AutoModelForMaskedLM, pipeline
 

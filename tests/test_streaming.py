@@ -104,7 +104,7 @@ def test_generate_streamed_over_several_windows_equals_the_whole_input_batching(
 def test_predict_streamed_over_several_windows_equals_the_whole_input_batching(classifier: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from llmtune.tasks.predict import class_probabilities
+    from llmtune.inference import class_probabilities
 
     batch = 2
     source = tmp_path / "texts.txt"

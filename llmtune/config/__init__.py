@@ -59,6 +59,7 @@ def load_config(
     base: dict[str, Any] | None = None,
     check_model: bool = True,
     on_this_machine: bool = True,
+    flags: dict[str, Any] | None = None,
 ) -> BaseModel:
     """Load, override and validate the config of one command.
 
@@ -71,6 +72,8 @@ def load_config(
             (`llmtune.config.model_checks`; reads config.json, never weights).
         on_this_machine: the config will train on this machine, so settings it cannot honour (bf16 without
             a GPU) are errors; False (`llmtune validate`) makes them warnings.
+        flags: values of the command's command-line options (schema fields made with `schema.flag`, e.g.
+            overwrite, resume), set after the file and overrides, which may not set them.
 
     Returns:
         The validated schema object; `training` values are coerced to TrainingArguments' types.
@@ -87,7 +90,8 @@ def load_config(
     schema = SCHEMAS[command]
     source = str(raw.source) if raw.source else None
     # First, so a token never reaches a message, the resolved config or a saved file.
-    problems = secret_problems(raw)
+    problems = secret_problems(raw) + _flag_problems(schema, raw)
+    raw.data.update(flags or {})
     try:
         cfg = schema.model_validate(raw.data)
     except ValidationError as exc:
@@ -100,8 +104,12 @@ def load_config(
             problems += check_generation(raw, generation)
         raise ConfigError(problems, source=source) from None
     if "training" in schema.model_fields:
-        cfg.training, training_problems = check_training(raw, cfg.training, on_this_machine)
+        # On the machine that trains, the run's own TrainingArguments (user keys over the task's and the
+        # machine's defaults) is built here, once: a conflict with llmtune's defaults fails validation.
+        cfg.training, training_problems = check_training(raw, cfg.training, on_this_machine, trial=not on_this_machine)
         problems += training_problems
+        if on_this_machine and not training_problems:
+            problems += _set_up_run(cfg)
     if "generation" in schema.model_fields:
         problems += check_generation(raw, cfg.generation)
     if check_model:
@@ -111,6 +119,39 @@ def load_config(
     if problems:
         raise ConfigError(problems, source=source)
     return cfg
+
+
+def _set_up_run(cfg: BaseModel) -> list[str]:
+    """Build the run's TrainingArguments (`llmtune.runs.run_setup`) onto `cfg`; its refusal is a problem.
+
+    With --resume, the checkpoint it will continue is looked up now (nothing is deleted): under
+    `precision: auto` its run's precision is kept where this machine can continue it.
+    """
+    from llmtune import runs
+
+    checkpoint = runs.resume_checkpoint(cfg.training["output_dir"]) if cfg.resume else None
+    try:
+        cfg._setup = runs.run_setup(cfg, checkpoint)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def _flag_problems(schema: type[BaseModel], raw: RawConfig) -> list[str]:
+    """Command-line options written as config keys (`overwrite: true`): each is reported and dropped from `raw.data`.
+
+    They are options of one invocation, not of the run: a saved llmtune.yaml that said `overwrite: true`
+    would replace its own output directory when run again.
+    """
+    from llmtune.config.schema import flag_option
+
+    problems = []
+    for name, field in schema.model_fields.items():
+        option = flag_option(field)
+        if option and name in raw.data:
+            problems.append(f"{raw.where((name,))}: this is the {option} option of the command, not a config key; remove it and pass {option} instead.")
+            del raw.data[name]
+    return problems
 
 
 def save_config(cfg: BaseModel, path: Path) -> None:

@@ -19,19 +19,10 @@ from llmtune.config.loader import RawConfig
 from llmtune.errors import redact
 from llmtune.config.validate import suggest
 from llmtune.modeling import is_seq2seq_lm
+from llmtune.tasks import registry
 
 logger = logging.getLogger(__name__)
 
-# What each training command builds: the transformers mapping of model types its Auto class accepts.
-TRAINED_HEADS = {
-    ("finetune", "classification"): ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "a sequence classifier"),
-    ("finetune", "causal-lm"): ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "a causal language model"),
-    ("pretrain-mlm", None): ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "a masked language model"),
-}
-
-# The architecture kind (llmtune.modeling.architecture_kind) each inference use needs.
-KIND_NEEDED = {"classification": "classification", "causal-lm": "causal-lm", "masked-lm": "masked-lm", "generation": "causal-lm"}
-KIND_WORDS = {"classification": "a sequence classifier", "causal-lm": "a causal language model", "masked-lm": "a masked language model"}
 # Generation also takes an encoder-decoder language model (llmtune.modeling.is_seq2seq_lm).
 SEQ2SEQ_TOO = " or an encoder-decoder language model (T5, BART, Marian: *ForConditionalGeneration, *MTModel)"
 
@@ -49,22 +40,24 @@ def model_problems(command: str, cfg: BaseModel, raw: RawConfig) -> list[str]:
         config cannot be reached (then a note goes to the log).
     """
     model = getattr(cfg, "model", None)
-    if model is None:
-        return []
+    if not isinstance(model, BaseModel):
+        return []  # no model, or predict's --model (checked, naming the option, when predict loads it)
     config, problems = _model_config(model, raw)
     if config is None:
         return problems
-    if command in ("finetune", "pretrain-mlm"):
+    if command in registry.training_commands():
         problems += _head_problems(command, cfg, config, raw)
         problems += _length_problems(cfg, config, raw)
     elif command == "generate" and not is_seq2seq_lm(config):
-        problems += _kind_problems("causal-lm", model, config, raw, ("model", "name_or_path"), "generate", SEQ2SEQ_TOO)
+        needed = registry.by_inference("generate").name
+        problems += _kind_problems(needed, model, config, raw, ("model", "name_or_path"), "generate", SEQ2SEQ_TOO)
     elif command == "evaluate" and cfg.eval.kind == "generation" and is_seq2seq_lm(config):
         pass  # an encoder-decoder LM generates too (AutoModelForSeq2SeqLM)
     elif command == "evaluate" and cfg.eval.kind != "auto":
         other = " or set eval.kind: auto (the kind the model's architecture implies)"
         other = (SEQ2SEQ_TOO + "," if cfg.eval.kind == "generation" else "") + other
-        problems += _kind_problems(KIND_NEEDED[cfg.eval.kind], model, config, raw, ("eval", "kind"), f"eval.kind {cfg.eval.kind}", other)
+        needed = registry.evaluation(cfg.eval.kind).model_task
+        problems += _kind_problems(needed, model, config, raw, ("eval", "kind"), f"eval.kind {cfg.eval.kind}", other)
     if model.from_config is not None:
         problems += _shape_problems(model.from_config, config, raw)
     problems += _vocabulary_problems(command, cfg, config, raw)
@@ -112,17 +105,15 @@ def _model_config(model: Any, raw: RawConfig) -> tuple[Any, list[str]]:
 
 def _head_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[str]:
     """The command/task builds a head (AutoModelFor...) this model type must support."""
-    from transformers.models.auto import modeling_auto
-
-    mapping_name, what = TRAINED_HEADS[(command, getattr(cfg, "task", None))]
-    supported = getattr(modeling_auto, mapping_name)
+    task = registry.task_of(command, cfg)
+    supported, what = task.model_types(), task.words
     if config.model_type in supported:
         return []
     source = ("model", "from_config", "model_type") if cfg.model.from_config is not None else ("model", "name_or_path")
-    task = f" with task: {cfg.task}" if hasattr(cfg, "task") else ""
+    named = f" with task: {cfg.task}" if hasattr(cfg, "task") else ""
     examples = ", ".join(t for t in ("bert", "roberta", "gpt2", "llama") if t in supported)
     return [
-        f"{raw.where(source)}: model type '{config.model_type}' cannot be trained as {what} ({command}{task}); "
+        f"{raw.where(source)}: model type '{config.model_type}' cannot be trained as {what} ({command}{named}); "
         f"transformers has no such head for it. Use a model type that has one (e.g. {examples})."
     ]
 
@@ -197,7 +188,7 @@ def _vocabulary_problems(command: str, cfg: Any, config: Any, raw: RawConfig) ->
     vocabulary: the embedding matrix is resized and the new rows start random.
     """
     model, tokenizer = cfg.model, cfg.tokenizer
-    training = command in ("finetune", "pretrain-mlm")
+    training = command in registry.training_commands()
     resize = training and model.resize_embeddings
     if model.name_or_path is not None and tokenizer.train is not None and training and not resize:
         return [
@@ -231,27 +222,19 @@ def _vocabulary_problems(command: str, cfg: Any, config: Any, raw: RawConfig) ->
 
 def _kind_problems(needed: str, model: Any, config: Any, raw: RawConfig, key: tuple[str, ...], use: str, other: str) -> list[str]:
     """An inference use needs a model with the right head (a classifier's head cannot generate text)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     from llmtune.modeling import architecture_kind
 
+    wanted = registry.task(needed)
     kind = architecture_kind(config)
     architectures = ", ".join(getattr(config, "architectures", None) or []) or f"model type {config.model_type}"
-    if kind is None and needed == "causal-lm" and config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        kind = "not a causal language model"
+    if kind is None and wanted.inference == "generate" and config.model_type not in wanted.model_types():
+        # No architectures saved: a model type without a text-generation head cannot generate at all.
+        kind = f"not {wanted.words}"
     elif kind is None or kind == needed:
         return []
-    described = KIND_WORDS.get(kind, kind)
+    described = registry.task(kind).words if kind in registry.task_names() else kind
     return [
-        f"{raw.where(key)}: {use} needs {KIND_WORDS[needed]}, but '{model.name_or_path}' is {architectures} ({described}); "
-        f"its missing head would be newly initialised and give meaningless output. Use {KIND_WORDS[needed]} "
-        f"(e.g. an output directory of {_trained_by(needed)}){other}."
+        f"{raw.where(key)}: {use} needs {wanted.words}, but '{model.name_or_path}' is {architectures} ({described}); "
+        f"its missing head would be newly initialised and give meaningless output. Use {wanted.words} "
+        f"(e.g. an output directory of {wanted.trained_by}){other}."
     ]
-
-
-def _trained_by(kind: str) -> str:
-    return {
-        "causal-lm": "llmtune finetune with task: causal-lm",
-        "classification": "llmtune finetune with task: classification",
-        "masked-lm": "llmtune pretrain-mlm",
-    }[kind]

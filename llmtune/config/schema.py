@@ -9,13 +9,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from llmtune.tasks import registry
 
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def flag(option: str, default: Any, description: str, **constraints: Any) -> Any:
+    """A field the CLI fills from a command-line option, never read from a config file.
+
+    Excluded from `model_dump` (so from the saved llmtune.yaml, `llmtune validate`'s output and --resume's
+    comparison) and from the config reference; `load_config` refuses it in a file or an override.
+    """
+    return Field(default, description=f"{option}: {description}", exclude=True, json_schema_extra={"flag": option}, **constraints)
+
+
+def flag_option(field: Any) -> str | None:
+    """The command-line option that fills a field made with `flag`, or None for a config key."""
+    extra = field.json_schema_extra
+    return extra.get("flag") if isinstance(extra, dict) else None
 
 
 class ModelSection(Section):
@@ -127,6 +144,16 @@ class RunConfig(Section):
         "auto: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU; see README, Speed)."
     )
 
+    overwrite: bool = flag("--overwrite", False, "replace a non-empty output directory (once the new run is complete).")
+    resume: bool = flag("--resume", False, "continue from the last checkpoint in the output directory.")
+    # The run's TrainingArguments, machine plan and callbacks (llmtune.runs.RunSetup), built by load_config.
+    _setup: Any = PrivateAttr(None)
+
+    @property
+    def setup(self) -> Any:
+        """The `llmtune.runs.RunSetup` load_config built for this run, or None (not validated for this machine)."""
+        return self._setup
+
     @model_validator(mode="after")
     def _tokenizer_source(self) -> RunConfig:
         if self.model.from_config is not None and self.tokenizer.name_or_path is None and self.tokenizer.train is None:
@@ -140,20 +167,20 @@ class RunConfig(Section):
 class FinetuneConfig(RunConfig):
     """`llmtune finetune`: sequence classification or causal-LM fine-tuning."""
 
-    task: Literal["classification", "causal-lm"] = Field(
-        "classification",
+    task: Literal[registry.task_names("finetune")] = Field(  # type: ignore[valid-type]  # the registry's finetune tasks
+        registry.task_names("finetune")[0],
         description="What to fine-tune for: classification (a sequence classifier) or causal-lm "
         "(next-token prediction, e.g. GPT-2; reports token-weighted perplexity).",
     )
     metrics: list[str] = Field(
-        ["accuracy", "f1"],
+        list(registry.task("classification").default_metrics),
         description="Reported on validation/test: accuracy, f1, precision, recall (binary average for 2 labels, macro otherwise). "
         "Classification only.",
     )
 
     @model_validator(mode="after")
     def _causal_lm_keys(self) -> FinetuneConfig:
-        if self.task != "causal-lm":
+        if registry.task(self.task).metrics:
             return self
         # Set explicitly, these keys would silently do nothing for a language model: say so instead.
         label_only = ["metrics"] if "metrics" in self.model_fields_set else []
@@ -189,7 +216,7 @@ class EvalDataSection(DataSection):
 class EvalSection(Section):
     """How `llmtune evaluate` scores the model."""
 
-    kind: Literal["auto", "classification", "causal-lm", "masked-lm", "generation"] = Field(
+    kind: Literal[("auto", *registry.eval_kinds())] = Field(  # type: ignore[valid-type]  # the registry's evaluation kinds
         "auto",
         description="auto = from the model's architectures (*ForSequenceClassification -> classification, "
         "*ForCausalLM/*LMHeadModel -> causal-lm, *ForMaskedLM -> masked-lm); generation (BLEU/chrF/ROUGE of a causal or "
@@ -231,6 +258,8 @@ class EvaluateConfig(Section):
         "defaults to 64, decoding to greedy). Checked against GenerationConfig before the model loads.",
     )
     stop: list[str] = Field([], description="eval.kind generation: cut each completion at the first of these strings, e.g. ['\\n\\n'].")
+    fail_under: list[str] = flag("--fail-under", [], "METRIC=VALUE gates: exit 3 if METRIC < VALUE.")
+    fail_over: list[str] = flag("--fail-over", [], "METRIC=VALUE gates: exit 3 if METRIC > VALUE.")
 
     @model_validator(mode="after")
     def _weights(self) -> EvaluateConfig:
@@ -312,6 +341,11 @@ class GenerateConfig(Section):
         "num_return_sequences, ... Checked against GenerationConfig before the model loads.",
     )
 
+    prompt: list[str] | None = flag("--prompt", None, "prompts to complete, instead of the config's prompts.")
+    input: str | None = flag("--input", None, "prompts file (.txt one per line, or .jsonl); - reads stdin.")
+    input_format: str | None = flag("--input-format", None, "txt or jsonl; by default from the file extension.")
+    output: str | None = flag("--output", None, "write the JSONL here instead of stdout.")
+
     @model_validator(mode="after")
     def _generate_sources(self) -> GenerateConfig:
         if self.model is None:
@@ -330,12 +364,26 @@ class GenerateConfig(Section):
         return self
 
 
+class PredictConfig(Section):
+    """`llmtune predict`: classify texts with a trained sequence classifier, JSONL out (its options are command-line flags)."""
+
+    model: str = Field(description="--model: the trained classifier directory (or Hub id).")
+    input: str = Field(description="--input: a .txt, .jsonl, .csv or .tsv file, or - for stdin.")
+    output: str | None = Field(None, description="--output: write the JSONL here instead of stdout.")
+    text_field: str = Field("text", description="--text-field: the field/column holding the text.")
+    text_pair_field: str | None = Field(None, description="--text-pair-field: the field/column holding the second text of a pair.")
+    batch_size: int = Field(32, ge=1, description="--batch-size: examples per forward pass.")
+    top_k: int | None = Field(None, ge=1, description="--top-k: keep the k most likely labels in probabilities; null = all.")
+    max_length: int | None = Field(None, ge=1, description="--max-length: truncate inputs to this many tokens; null = the model's maximum.")
+
+
 # EvaluateConfig.mlm refers to MLMSection, defined after it.
 EvaluateConfig.model_rebuild()
 
+# The training commands and their schemas come from the task registry (each task names its schema class).
 SCHEMAS: dict[str, type[Section]] = {
-    "finetune": FinetuneConfig,
-    "pretrain-mlm": PretrainMLMConfig,
+    **{task.command: globals()[task.schema] for task in registry.TASKS},
     "generate": GenerateConfig,
     "evaluate": EvaluateConfig,
+    "predict": PredictConfig,
 }

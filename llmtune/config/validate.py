@@ -104,7 +104,9 @@ def _fields_at(schema: type[BaseModel], key: Key) -> list[str]:
         cls = _section_class(field.annotation) if field else None
         if cls is None:
             return []
-    return list(cls.model_fields)
+    from llmtune.config.schema import flag_option
+
+    return [name for name, field in cls.model_fields.items() if not flag_option(field)]
 
 
 def schema_problems(schema: type[BaseModel], raw: RawConfig, exc: ValidationError) -> list[str]:
@@ -134,7 +136,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
         return {}
 
 
-def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bool = True) -> tuple[dict[str, Any], list[str]]:
+def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bool = True, trial: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Check `training:` against `transformers.TrainingArguments` (names, value types, its own checks) and the machine.
 
     Args:
@@ -143,6 +145,8 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
         on_this_machine: the config is about to train here, so settings this machine cannot honour
             (bf16/fp16/tf32 without a GPU) are problems. False for `llmtune validate`: configs for GPU
             machines are validated in CI without one, so those settings are only warned about.
+        trial: also build a TrainingArguments of the user's keys, to report its own checks. False when the
+            caller builds the run's real one (`llmtune.runs.run_setup`) right after.
 
     Returns:
         The mapping with values coerced to the field types (e.g. "3e-5" -> 3e-05), and the problems found.
@@ -187,7 +191,7 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
     machine_problems = hardware.machine_problems(coerced, hardware.detect(use_cpu=coerced.get("use_cpu") is True), locate)
     if on_this_machine:
         problems += machine_problems
-    if problems:
+    if problems or not trial:
         return coerced, problems
     for problem in machine_problems:
         logger.warning("%s Only a warning here (a config for a GPU machine is valid); training with it on this machine stops.", problem)
@@ -257,7 +261,7 @@ def check_generation(raw: RawConfig, generation: dict[str, Any]) -> list[str]:
     Returns:
         The problems found (empty when the settings are valid).
     """
-    from transformers import GenerationConfig
+    from llmtune.generation import generation_config
 
     fields = generation_fields()
     problems = []
@@ -268,7 +272,7 @@ def check_generation(raw: RawConfig, generation: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     try:
-        GenerationConfig(**generation).validate(strict=True)
+        generation_config(generation)  # as the command will build it, minus the model's own defaults
     except (ValueError, TypeError) as exc:
         reason = " ".join(line.strip("- ") for line in str(exc).strip().splitlines() if line.strip())
         reason = reason.split(" If you're using a pretrained model")[0]

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
 from llmtune import runs
+from llmtune.tasks import registry
 from llmtune.errors import UserError
 from llmtune.lm import IGNORE_INDEX, causal_preprocess, lm_metrics
 from llmtune.modeling import load_model, pad_multiple, training_device_type
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, DatasetDict
 
     from llmtune.config.schema import FinetuneConfig
 
@@ -148,25 +149,19 @@ def _probe_flattening(model: Any, collator: Any) -> str | None:
     return None
 
 
-def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Train a causal language model, report token-weighted validation perplexity and save it.
+TASK = registry.task("causal-lm")
 
-    Args:
-        cfg: the validated finetune config with `task: causal-lm`.
-        overwrite: replace a non-empty output directory (once the new run is complete).
-        resume: continue from the last complete checkpoint (of an interrupted or a completed run).
+
+def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, DatasetDict]:
+    """Load the text (a .txt file's lines regrouped into paragraphs when packing), carve out validation, tokenize.
 
     Returns:
-        The final metrics: eval_perplexity, eval_loss, ... (validation), test_* (with test data) and train_*.
+        The run's tokenizer (its pad token set, EOS if it had none) and the tokenized splits with labels:
+        fixed-length blocks (packing) or one row per text.
 
     Raises:
-        UserError: bad data, unreachable model, or an output directory that must not be touched.
+        DataError: missing files or column. UserError: a tokenizer without an EOS token.
     """
-    from transformers import AutoModelForCausalLM, set_seed
-
-    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume, cfg)
-    set_seed(cfg.seed)
-
     splits = data_lib.load_splits(cfg.data, {"data.text_column": cfg.data.text_column})
     if cfg.data.packing:
         files = {"train": cfg.data.train_file, "validation": cfg.data.validation_file, "test": cfg.data.test_file}
@@ -181,8 +176,29 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         raise UserError("tokenizer: it has no EOS token, which a causal LM needs to end documents; use a GPT-style tokenizer.")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 has none; the collator keeps real EOS tokens scored
-    encoded = data_lib.tokenize_for_lm(splits, tokenizer, cfg.data, packing=cfg.data.packing, add_eos=True, labels=True)
-    model = load_model(AutoModelForCausalLM, cfg.model, tokenizer)
+    return tokenizer, data_lib.tokenize_for_lm(splits, tokenizer, cfg.data, packing=cfg.data.packing, add_eos=True, labels=True)
+
+
+def run(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Train a causal language model, report token-weighted validation perplexity and save it.
+
+    Args:
+        cfg: the validated finetune config with `task: causal-lm` (`cfg.overwrite` / `cfg.resume`: what to do
+            with an existing output directory).
+
+    Returns:
+        The final metrics: eval_perplexity, eval_loss, ... (validation), test_* (with test data) and train_*.
+
+    Raises:
+        UserError: bad data, unreachable model, or an output directory that must not be touched.
+    """
+    from transformers import set_seed
+
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], cfg.overwrite, cfg.resume, cfg)
+    set_seed(cfg.seed)
+
+    tokenizer, encoded = TASK.function("prepare_data")(cfg, checkpoint)
+    model = load_model(TASK.model_class(), cfg.model, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -193,21 +209,19 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
         "blocks" if cfg.data.packing else "rows",
         cfg.data.max_length,
     )
-    from llmtune.batching import LengthGroupedTrainer
-
-    collator, defaults = batching(cfg, model, tokenizer, encoded)
+    collator, defaults = TASK.function("collator")(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
         training_defaults=defaults,
         # Only the padded fallback groups by length; LengthGroupedTrainer makes that grouping seeded and
         # resumable (transformers' own is neither). Every other strategy is transformers' own.
-        trainer_class=LengthGroupedTrainer,
+        trainer_class=TASK.trainer(),
         data_collator=collator,
         compute_metrics=lm_metrics,
         preprocess_logits_for_metrics=causal_preprocess,
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
-    return runs.finish_run(trainer, cfg, metrics, "finetune", "text-generation")
+    return runs.finish_run(trainer, cfg, metrics, TASK)
 
 
 def batching(cfg: FinetuneConfig, model: Any, tokenizer: Any, encoded: Any) -> tuple[Any, dict[str, Any]]:

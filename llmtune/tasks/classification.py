@@ -3,64 +3,64 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
 from llmtune import runs
+from llmtune.metrics.classification import build_compute_metrics
+from llmtune.tasks import registry
 from llmtune.modeling import load_model, pad_multiple, training_device_type
 
 if TYPE_CHECKING:
+    from datasets import DatasetDict
+
     from llmtune.config.schema import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
-AVERAGED = ("f1", "precision", "recall")
+TASK = registry.task("classification")
 
 
-def metric_kwargs(name: str, num_labels: int) -> list[tuple[str, dict[str, Any]]]:
-    """The (reported name, compute kwargs) pairs for one metric.
+def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, DatasetDict]:
+    """Load the splits, number the labels, carve out validation (stratified) and tokenize.
 
-    Binary tasks report the positive class (label 1); multiclass tasks report the macro average
-    (every class counts the same) as `f1` and the support-weighted average as `f1_weighted`.
+    Returns:
+        The run's tokenizer and the tokenized splits (train, validation, maybe test), with a `labels`
+        ClassLabel column whose names are the label names in id order.
+
+    Raises:
+        DataError: missing files or columns, bad labels.
     """
-    if name not in AVERAGED:
-        return [(name, {})]
-    if num_labels == 2:
-        return [(name, {"average": "binary", "pos_label": 1})]
-    return [(name, {"average": "macro"}), (f"{name}_weighted", {"average": "weighted"})]
+    columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
+    splits = data_lib.load_splits(cfg.data, columns)
+    splits, _ = data_lib.encode_labels(splits, cfg.data)
+    splits = data_lib.with_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
+
+    text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
+    train_texts = (str(text) for column in text_columns for text in splits["train"][column])
+    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
+    return tokenizer, data_lib.tokenize_texts(splits, tokenizer, cfg.data)
 
 
-def build_compute_metrics(names: list[str], num_labels: int) -> Callable[[Any], dict[str, float]]:
-    """A Trainer `compute_metrics` computing each metric with llmtune's offline evaluate modules."""
-    from llmtune import metrics as metrics_lib
+def collator(cfg: FinetuneConfig, model: Any, tokenizer: Any, encoded: DatasetDict) -> tuple[Any, dict[str, Any]]:
+    """Dynamic padding, rounded up to a multiple of 8 only on a GPU, where that selects tensor-core kernels.
 
-    modules = {name: metrics_lib.load(name) for name in names}
+    Rows of similar length share a batch (the registry row's train_sampling_strategy: group_by_length, with
+    `LengthGroupedTrainer`; training.train_sampling_strategy: random undoes it).
 
-    def compute(eval_pred: Any) -> dict[str, float]:
-        logits, labels = eval_pred.predictions, eval_pred.label_ids
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        predictions = logits.argmax(axis=-1)
-        results: dict[str, float] = {}
-        for name, module in modules.items():
-            for reported, kwargs in metric_kwargs(name, num_labels):
-                if name in AVERAGED:
-                    kwargs = {**kwargs, "zero_division": 0}
-                value = module.compute(predictions=predictions, references=labels, **kwargs)
-                results[reported] = float(value[name]) if name in value else float(next(iter(value.values())))
-        return results
+    Returns:
+        The collator and no run-time TrainingArguments defaults.
+    """
+    from transformers import DataCollatorWithPadding
 
-    return compute
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple(training_device_type(cfg.training))), {}
 
 
-def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+def run(cfg: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune a sequence classifier, evaluate it and save it.
 
     Args:
-        cfg: the validated finetune config.
-        overwrite: replace a non-empty output directory (once the new run is complete).
-        resume: continue from the last complete checkpoint (of an interrupted or a completed run).
+        cfg: the validated finetune config (`cfg.overwrite` / `cfg.resume`: what to do with an existing output directory).
 
     Returns:
         The final metrics: eval_* (validation), test_* (when there is test data) and train_*.
@@ -68,27 +68,20 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     Raises:
         UserError: bad data, unreachable model, or an output directory that must not be touched.
     """
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
+    from transformers import set_seed
 
     from llmtune.metrics import SHIPPED
 
-    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume, cfg)
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], cfg.overwrite, cfg.resume, cfg)
     unknown = [m for m in cfg.metrics if m not in SHIPPED]
     if unknown:
         logger.warning("metrics %s are not shipped with llmtune; loading them from the Hub", unknown)
     set_seed(cfg.seed)
 
-    columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
-    splits = data_lib.load_splits(cfg.data, columns)
-    splits, label_names = data_lib.encode_labels(splits, cfg.data)
-    splits = data_lib.with_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
-
-    text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
-    train_texts = (str(text) for column in text_columns for text in splits["train"][column])
-    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
-    encoded = data_lib.tokenize_texts(splits, tokenizer, cfg.data)
+    tokenizer, encoded = TASK.function("prepare_data")(cfg, checkpoint)
+    label_names = list(encoded["train"].features["labels"].names)
     model = load_model(
-        AutoModelForSequenceClassification,
+        TASK.model_class(),
         cfg.model,
         tokenizer,
         num_labels=len(label_names),
@@ -107,17 +100,13 @@ def run(cfg: FinetuneConfig, overwrite: bool = False, resume: bool = False) -> d
     # DDP) and skip the division by gradient_accumulation_steps. Trainer reads this attribute to know better.
     model.accepts_loss_kwargs = False
 
-    # Rows of similar length share a batch (less padding; training.train_sampling_strategy: random undoes
-    # it), and batches are rounded up to a multiple of 8 only on a GPU, where that selects tensor-core kernels.
-    from llmtune.batching import GROUP_BY_LENGTH, LengthGroupedTrainer
-
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple(training_device_type(cfg.training)))
+    padding, defaults = TASK.function("collator")(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
-        training_defaults={"train_sampling_strategy": GROUP_BY_LENGTH},
-        trainer_class=LengthGroupedTrainer,
-        data_collator=collator,
+        training_defaults=defaults,
+        trainer_class=TASK.trainer(),
+        data_collator=padding,
         compute_metrics=build_compute_metrics(cfg.metrics, len(label_names)),
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
-    return runs.finish_run(trainer, cfg, metrics, "finetune", "text-classification")
+    return runs.finish_run(trainer, cfg, metrics, TASK)

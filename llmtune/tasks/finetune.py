@@ -1,13 +1,12 @@
-"""`llmtune finetune`: dispatches on `task:` to the module that wires transformers for it."""
+"""`llmtune finetune`: dispatches on `task:` to the task module the registry names for it."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
-TASK_MODULES = {"classification": "llmtune.tasks.classification", "causal-lm": "llmtune.tasks.causal_lm"}
+from llmtune.tasks import registry
 
 
-def run(cfg: Any, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Fine-tune as `cfg.task` says; see the task modules for details."""
-    return import_module(TASK_MODULES[cfg.task]).run(cfg, overwrite=overwrite, resume=resume)
+def run(cfg: Any) -> dict[str, Any]:
+    """Fine-tune as `cfg.task` says; see the task modules (`llmtune.tasks.registry.TASKS`) for details."""
+    return registry.task(cfg.task).load().run(cfg)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from llmtune.errors import DataError, UserError
+from llmtune.files import write_jsonl
 
 if TYPE_CHECKING:
     from llmtune.config.schema import GenerateConfig
@@ -51,8 +51,9 @@ def read_prompts(input_path: str, fmt: str | None, prompt_field: str) -> Iterato
     return prompts()
 
 
-def collect_prompts(cfg: GenerateConfig, prompts: list[str] | None, input_path: str | None, fmt: str | None) -> Iterator[Prompt]:
+def collect_prompts(cfg: GenerateConfig) -> Iterator[Prompt]:
     """The prompts to complete: --prompt, else --input (a file or `-` for stdin, read lazily), else the config's `prompts:`."""
+    prompts, input_path, fmt = cfg.prompt, cfg.input, cfg.input_format
     if prompts and input_path:
         raise UserError("pass either --prompt or --input, not both.")
     if prompts:
@@ -76,13 +77,6 @@ def prompt_records(index: int, prompt: Prompt, sequences: list[dict[str, Any]]) 
     return [{**extra, "index": index, "sequence": number, "prompt": prompt.text, **seq} for number, seq in enumerate(sequences)]
 
 
-def write_jsonl(rows: list[dict[str, Any]], stream: IO[str]) -> None:
-    """Write `rows` as JSON lines and flush, so a reader at the other end of a pipe gets them now."""
-    for row in rows:
-        stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-    stream.flush()
-
-
 def _streamer(tokenizer: Any) -> Any:
     """A TextStreamer that shows the text as it is produced on stderr (stdout carries only JSONL)."""
     from transformers import TextStreamer
@@ -95,30 +89,21 @@ def _streamer(tokenizer: Any) -> Any:
     return StderrStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
-def run(
-    cfg: GenerateConfig,
-    stdout: IO[str] | None = None,
-    prompts: list[str] | None = None,
-    input_path: str | None = None,
-    input_fmt: str | None = None,
-    output: str | None = None,
-) -> dict[str, Any]:
-    """Complete prompts and stream JSONL records to `output` or `stdout`, in input order, as batches finish.
+def run(cfg: GenerateConfig, stdout: IO[str] | None = None) -> dict[str, Any]:
+    """Complete prompts and stream JSONL records to `cfg.output` or `stdout`, in input order, as batches finish.
 
     Prompts are read lazily (`llmtune.streaming`): a window of `WINDOW_BATCHES` batches is read, checked
     and generated at a time, and each prompt's records are written and flushed once it and every earlier
     prompt are done. The first window is read before the model loads, so a mistake near the top of the
     input is reported at once. A bad prompt further on ends the run with a DataError naming its line;
-    records already written to stdout stay there, while `output` (written through `atomic_writer`) is
+    records already written to stdout stay there, while `cfg.output` (written through `atomic_writer`) is
     then never created.
 
     Args:
-        cfg: the validated generate config.
-        stdout: where records go without `output` (the CLI's results stream).
-        prompts: --prompt texts (take precedence over the config's `prompts:`).
-        input_path: --input file, or `-` for stdin.
-        input_fmt: txt or jsonl; by default from the file extension.
-        output: write the records to this file (atomically) instead of stdout.
+        cfg: the validated generate config; its command-line fields say where prompts come from (`prompt`,
+            --prompt texts, before the config's `prompts:`; `input`, a file or `-` for stdin, read as
+            `input_format`) and where records go (`output`, a file written atomically, instead of stdout).
+        stdout: where records go without `cfg.output` (the CLI's results stream).
 
     Returns:
         A summary: number of prompts and sequences, and the output file (if any).
@@ -137,10 +122,11 @@ def run(
     from llmtune.runs import check_writable
     from llmtune.streaming import WINDOW_BATCHES, stop_if_reader_gone, windows
 
+    output = cfg.output
     if output is not None:
         check_writable(output, "--output", "file")
     # Read (and check) the first window before the slow model load; the rest is read as it is needed.
-    chunks = windows(collect_prompts(cfg, prompts, input_path, input_fmt), WINDOW_BATCHES * cfg.batch_size)
+    chunks = windows(collect_prompts(cfg), WINDOW_BATCHES * cfg.batch_size)
     first = next(chunks, [])
     items = chain(first, chain.from_iterable(chunks))
     set_seed(cfg.seed)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llmtune.errors import UserError
+from llmtune.inference import in_order_probabilities
+
+if TYPE_CHECKING:
+    from llmtune.config.schema import PredictConfig
 
 logger = logging.getLogger(__name__)
 
@@ -19,66 +21,20 @@ def load_classifier(name_or_path: str, key: str = "--model") -> tuple[Any, Any]:
     Raises:
         UserError: the directory is missing/incomplete, or holds a model that is not a classifier.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from llmtune.modeling import architecture_kind, device, from_pretrained
+    from llmtune.tasks import registry
 
+    task = registry.by_inference("predict")
     config = from_pretrained(AutoConfig, key, name_or_path)
     kind = architecture_kind(config)
-    if kind != "classification":
+    if kind != task.eval_kind:
         found = ", ".join(config.architectures or []) or "no architectures in config.json"
-        raise UserError(f"{key}: {name_or_path} is not a sequence classifier ({found}); predict needs a model trained with `llmtune finetune`.")
+        raise UserError(f"{key}: {name_or_path} is not {task.words} ({found}); predict needs a model trained with `llmtune {task.command}`.")
     tokenizer = from_pretrained(AutoTokenizer, key, name_or_path)
-    model = from_pretrained(AutoModelForSequenceClassification, key, name_or_path)
+    model = from_pretrained(task.model_class(), key, name_or_path)
     return model.to(device()).eval(), tokenizer
-
-
-def class_probabilities(model: Any, tokenizer: Any, features: list[dict[str, list[int]]], batch_size: int) -> Any:
-    """Softmax class probabilities for tokenized examples, in their order.
-
-    Examples are batched by length (less padding, padded per batch) and put back in order.
-
-    Args:
-        model: a sequence classifier.
-        tokenizer: its tokenizer (for padding).
-        features: one dict per example with input_ids (and attention_mask, token_type_ids).
-        batch_size: examples per forward pass.
-
-    Returns:
-        A numpy array of shape (examples, labels).
-    """
-    import numpy as np
-
-    rows = list(in_order_probabilities(model, tokenizer, features, batch_size))
-    return np.stack(rows) if rows else np.zeros((0, model.config.num_labels), dtype=np.float64)
-
-
-def in_order_probabilities(
-    model: Any, tokenizer: Any, features: list[dict[str, list[int]]], batch_size: int, before_batch: Callable[[], None] | None = None
-) -> Iterator[Any]:
-    """Each example's softmax class probabilities (a numpy row), yielded in order as soon as its batch and the earlier ones ran.
-
-    The examples are batched shortest first (`llmtune.streaming.in_input_order`), the same batches as a
-    sort of the whole list, so the numbers do not depend on how the caller windows its input.
-    `before_batch` is called before each forward pass (to flush what was yielded, or to stop).
-    """
-    import numpy as np
-    import torch
-    from transformers import DataCollatorWithPadding
-
-    from llmtune.streaming import in_input_order
-
-    collate = DataCollatorWithPadding(tokenizer)
-    where = next(model.parameters()).device
-
-    def run_batch(batch: list[dict[str, list[int]]]) -> list[Any]:
-        if before_batch is not None:
-            before_batch()
-        with torch.no_grad():
-            logits = model(**{k: v.to(where) for k, v in collate(batch).items()}).logits
-        return list(torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64))
-
-    yield from in_input_order(features, run_batch, batch_size, lambda f: len(f["input_ids"]))
 
 
 def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[list[dict[str, list[int]]], int]:
@@ -90,18 +46,8 @@ def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_leng
     return [{k: encoded[k][i] for k in keys} for i in range(len(texts))], truncated
 
 
-def run(
-    model: str,
-    input: str,
-    stream: TextIO,
-    output: str | None = None,
-    text_field: str = "text",
-    text_pair_field: str | None = None,
-    batch_size: int = 32,
-    top_k: int | None = None,
-    max_length: int | None = None,
-) -> dict[str, Any]:
-    """Classify every record of `input` and stream one JSON line per record, in input order.
+def run(cfg: PredictConfig, stream: TextIO) -> dict[str, Any]:
+    """Classify every record of `cfg.input` and stream one JSON line per record, in input order.
 
     The input is read lazily, a window of `WINDOW_BATCHES` batches at a time (the first before the model
     loads); each line is written as soon as its batch and the earlier ones ran. A bad row further on ends
@@ -112,14 +58,10 @@ def run(
     `probabilities` (label -> probability, most likely first; the top `top_k` when given).
 
     Args:
-        model: a model directory saved by `llmtune finetune` (or any sequence classifier).
-        input: .txt/.jsonl/.csv/.tsv file, or `-` for stdin.
-        stream: where the JSONL goes when `output` is None or `-`.
-        output: a file to write the JSONL to instead.
-        text_field / text_pair_field: the field(s) holding the text (and second text of a pair).
-        batch_size: examples per forward pass.
-        top_k: keep only the k most likely labels in `probabilities`.
-        max_length: truncate inputs to this many tokens; default the model's maximum.
+        cfg: the predict options: model (a directory saved by `llmtune finetune`, or any sequence classifier),
+            input (.txt/.jsonl/.csv/.tsv file, or `-` for stdin), output (a file to write the JSONL to instead
+            of `stream`), text_field / text_pair_field, batch_size, top_k, max_length (default the model's maximum).
+        stream: where the JSONL goes when `cfg.output` is None or `-`.
 
     Returns:
         A summary: rows predicted, rows truncated, the max_length used.
@@ -128,6 +70,8 @@ def run(
         DataError: bad input, naming the line. UserError: a model that is not a classifier.
         BrokenPipeError: the reader of `stream` closed it (`| head -1`).
     """
+    model, input, output, batch_size = cfg.model, cfg.input, cfg.output, cfg.batch_size
+    text_field, text_pair_field, top_k, max_length = cfg.text_field, cfg.text_pair_field, cfg.top_k, cfg.max_length
     import contextlib
     from itertools import chain
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
 from llmtune import lm, runs
+from llmtune.tasks import registry
 from llmtune.errors import UserError
 from llmtune.modeling import context_length, load_model, model_positions, pad_multiple, training_device_type
 
@@ -36,29 +37,48 @@ def load_texts(cfg: PretrainMLMConfig) -> DatasetDict:
 
 
 def encode(cfg: PretrainMLMConfig, splits: DatasetDict, tokenizer: Any) -> DatasetDict:
-    """Tokenize (packed or line by line) and mask the validation split once, with the run's seed.
+    """Tokenize (packed or line by line) and mask the validation split once, with the run's seed (`llmtune.lm.encode_masked`).
 
     Returns:
         `train` (unmasked; masked per batch by the collator) and `validation` (input_ids + labels),
         plus `test` when there is test data.
     """
-    if tokenizer.mask_token is None:
-        raise UserError("tokenizer: it has no mask token, so it cannot be used for masked-LM training. Use a BERT-style tokenizer or tokenizer.train.")
-    if cfg.mlm.whole_word and not getattr(tokenizer, "is_fast", False):
-        raise UserError("mlm.whole_word: needs a fast tokenizer (word boundaries come from its offsets). Set mlm.whole_word: false.")
-    tokenized = data_lib.tokenize_for_lm(splits, tokenizer, cfg.data, packing=cfg.data.packing, offsets=cfg.mlm.whole_word)
-    for role in [r for r in tokenized if r != "train"]:
-        tokenized[role] = lm.fixed_eval_masking(tokenized[role], tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, cfg.seed)
-    return tokenized
+    return lm.encode_masked(splits, tokenizer, cfg.data, cfg.mlm, cfg.seed)
 
 
-def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+TASK = registry.task("masked-lm")
+
+
+def prepare_data(cfg: PretrainMLMConfig, checkpoint: str | None) -> tuple[Any, DatasetDict]:
+    """Load the text, carve out validation, tokenize, and mask the evaluation splits once (`encode`).
+
+    Returns:
+        The run's tokenizer and the encoded splits (see `encode`).
+    """
+    splits = load_texts(cfg)
+    train_texts = (str(text) for text in splits["train"][cfg.data.text_column] if text is not None)
+    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
+    return tokenizer, encode(cfg, splits, tokenizer)
+
+
+def collator(cfg: PretrainMLMConfig, model: Any, tokenizer: Any, encoded: DatasetDict) -> tuple[Any, dict[str, Any]]:
+    """The masking collator (`llmtune.lm.MaskingCollator`) and no run-time TrainingArguments defaults.
+
+    The datasets hold only what the collator needs; Trainer keeps offset_mapping/special_tokens_mask for
+    masking (the registry row's remove_unused_columns: false). Training masks come from (seed, epoch,
+    batch), not the global RNG, so a resumed run masks as an uninterrupted one.
+    """
+    multiple = pad_multiple(training_device_type(cfg.training), cfg.mlm.pad_to_multiple_of)
+    masking = lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, multiple, batch_seed=cfg.seed)
+    return masking, {}
+
+
+def run(cfg: PretrainMLMConfig) -> dict[str, Any]:
     """Pretrain a masked LM, evaluate it (masked-token accuracy, perplexity) and save it.
 
     Args:
-        cfg: the validated pretrain-mlm config.
-        overwrite: replace a non-empty output directory (once the new run is complete).
-        resume: continue from the last complete checkpoint (of an interrupted or a completed run).
+        cfg: the validated pretrain-mlm config (`cfg.overwrite` / `cfg.resume`: what to do with an existing
+            output directory).
 
     Returns:
         The final metrics: eval_perplexity, eval_token_accuracy, ... (validation), test_* and train_*.
@@ -66,37 +86,33 @@ def run(cfg: PretrainMLMConfig, overwrite: bool = False, resume: bool = False) -
     Raises:
         UserError: bad data, unreachable model, or an output directory that must not be touched.
     """
-    from transformers import AutoModelForMaskedLM, set_seed
+    from transformers import set_seed
 
-    checkpoint = runs.check_output_dir(cfg.training["output_dir"], overwrite, resume, cfg)
+    checkpoint = runs.check_output_dir(cfg.training["output_dir"], cfg.overwrite, cfg.resume, cfg)
     set_seed(cfg.seed)
 
-    splits = load_texts(cfg)
-    train_texts = (str(text) for text in splits["train"][cfg.data.text_column] if text is not None)
-    tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)
-    model = load_model(AutoModelForMaskedLM, cfg.model, tokenizer)
+    tokenizer, encoded = TASK.function("prepare_data")(cfg, checkpoint)
+    model = load_model(TASK.model_class(), cfg.model, tokenizer)
     block = context_length(tokenizer, None, cfg.data.max_length)
     positions = model_positions(model.config)
     if positions is not None and positions < block:
+        # Also refused by `llmtune.config.model_checks` before the run, from config.json alone.
         raise UserError(
             f"data.max_length: {block} tokens per example, but the model has {positions} positions "
             f"(max_position_embeddings). Lower data.max_length or raise model.from_config.max_position_embeddings."
         )
-    encoded = encode(cfg, splits, tokenizer)
     logger.info("%d training and %d validation examples of up to %d tokens", len(encoded["train"]), len(encoded["validation"]), block)
 
-    # The datasets hold only what the collator needs; keep offset_mapping/special_tokens_mask for masking.
-    # Training masks come from (seed, epoch, batch), not the global RNG, so a resumed run masks as an uninterrupted one.
-    multiple = pad_multiple(training_device_type(cfg.training), cfg.mlm.pad_to_multiple_of)
-    collator = lm.MaskingCollator(tokenizer, cfg.mlm.probability, cfg.mlm.whole_word, multiple, batch_seed=cfg.seed)
+    masking, defaults = TASK.function("collator")(cfg, model, tokenizer, encoded)
     trainer = runs.make_trainer(
         cfg, model, tokenizer, encoded, checkpoint,
-        training_defaults={"remove_unused_columns": False},
-        callbacks=[lm.masking_epoch(collator)],
-        data_collator=collator,
+        training_defaults=defaults,
+        trainer_class=TASK.trainer(),
+        callbacks=[lm.masking_epoch(masking)],
+        data_collator=masking,
         preprocess_logits_for_metrics=lm.masked_preprocess,
         compute_metrics=lm.lm_metrics,
         compute_loss_func=lm.masked_lm_loss,
     )
     metrics = runs.train_and_evaluate(trainer, checkpoint, encoded.get("test"))
-    return runs.finish_run(trainer, cfg, metrics, "pretrain-mlm", "fill-mask")
+    return runs.finish_run(trainer, cfg, metrics, TASK)
