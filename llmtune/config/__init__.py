@@ -86,7 +86,14 @@ def load_config(
         raise UserError(f"unknown command '{command}'; configs exist for: {', '.join(SCHEMAS)}.")
     raw = read_yaml(path) if path is not None else RawConfig(dict(base or {}))
     _resolve_paths(raw)
+    trained = None
+    if command == "evaluate":
+        from llmtune.config.training_view import evaluate_view, require_model
+
+        trained = evaluate_view(raw)  # a training config: its training-only keys dropped, before the overrides
     apply_overrides(raw, list(overrides or []))
+    if trained is not None:
+        require_model(raw, trained)
     schema = SCHEMAS[command]
     source = str(raw.source) if raw.source else None
     # First, so a token never reaches a message, the resolved config or a saved file.
@@ -103,6 +110,8 @@ def load_config(
         if isinstance(generation, dict) and "generation" in schema.model_fields:
             problems += check_generation(raw, generation)
         raise ConfigError(problems, source=source) from None
+    if trained is not None:
+        cfg._trained = trained
     if "training" in schema.model_fields:
         # On the machine that trains, the run's own TrainingArguments (user keys over the task's and the
         # machine's defaults) is built here, once: a conflict with llmtune's defaults fails validation.

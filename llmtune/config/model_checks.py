@@ -58,6 +58,10 @@ def model_problems(command: str, cfg: BaseModel, raw: RawConfig) -> list[str]:
         other = (SEQ2SEQ_TOO + "," if cfg.eval.kind == "generation" else "") + other
         needed = registry.evaluation(cfg.eval.kind).model_task
         problems += _kind_problems(needed, model, config, raw, ("eval", "kind"), f"eval.kind {cfg.eval.kind}", other)
+    if command == "evaluate" and cfg.trained is not None:
+        from llmtune.config.training_view import task_problems
+
+        problems += task_problems(cfg, config)
     if model.from_config is not None:
         problems += _shape_problems(model.from_config, config, raw)
     problems += _vocabulary_problems(command, cfg, config, raw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from llmtune.tasks import registry
 
@@ -258,8 +258,34 @@ class EvaluateConfig(Section):
         "defaults to 64, decoding to greedy). Checked against GenerationConfig before the model loads.",
     )
     stop: list[str] = Field([], description="eval.kind generation: cut each completion at the first of these strings, e.g. ['\\n\\n'].")
+    metrics: list[str] | None = Field(
+        None,
+        description="Which metrics to report: classification accuracy, f1, precision, recall (eval_loss always); generation "
+        "bleu, chrf, rouge (eval_mean_completion_tokens and eval_truncated_rate always); null = all of the kind's. "
+        "A training config's metrics: apply.",
+    )
     fail_under: list[str] = flag("--fail-under", [], "METRIC=VALUE gates: exit 3 if METRIC < VALUE.")
     fail_over: list[str] = flag("--fail-over", [], "METRIC=VALUE gates: exit 3 if METRIC > VALUE.")
+    # The training config this one was read from (llmtune.config.training_view.TrainingSource), or None.
+    _trained: Any = PrivateAttr(None)
+
+    @property
+    def trained(self) -> Any:
+        """The `TrainingSource` when this config was read from a training config (`llmtune evaluate TRAIN_CONFIG`), else None."""
+        return self._trained
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str] | None) -> list[str] | None:
+        import difflib
+
+        known = registry.evaluation_metrics()
+        for name in metrics or []:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(f"'{name}' is not a metric evaluate reports; {hint}choose among {', '.join(known)}")
+        return metrics
 
     @model_validator(mode="after")
     def _weights(self) -> EvaluateConfig:

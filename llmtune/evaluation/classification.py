@@ -46,12 +46,18 @@ def _label_ids(model_config: Any, data: EvalDataSection) -> Callable[[DatasetDic
     return prepare
 
 
-def metric_names(model_config: Any) -> list[str]:
-    """eval_loss, eval_accuracy and F1/precision/recall (binary, or macro plus weighted for more labels)."""
+def metric_names(model_config: Any, metrics: list[str] | None = None) -> list[str]:
+    """eval_loss, eval_accuracy and F1/precision/recall (binary, or macro plus weighted for more labels).
+
+    Args:
+        model_config: the model's config (its number of labels decides binary or macro averages).
+        metrics: report only these (of accuracy, f1, precision, recall) besides eval_loss; None = all.
+    """
     from llmtune.metrics.classification import AVERAGED, metric_kwargs
 
-    averaged = [reported for name in AVERAGED for reported, _ in metric_kwargs(name, model_config.num_labels)]
-    return [PREFIX + name for name in ["loss", "accuracy", *averaged]]
+    chosen = ["accuracy", *AVERAGED] if metrics is None else [name for name in ["accuracy", *AVERAGED] if name in metrics]
+    reported = [reported for name in chosen for reported, _ in metric_kwargs(name, model_config.num_labels)]
+    return [PREFIX + name for name in ["loss", *reported]]
 
 
 def _classification_info(names: list[str]) -> dict[str, dict[str, Any]]:

@@ -17,10 +17,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def metric_names(model_config: Any) -> list[str]:
-    """Corpus BLEU, chrF and ROUGE of the completions, their mean length and how many ran into max_new_tokens."""
-    rouge = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-    return [PREFIX + name for name in ("bleu", "chrf", *rouge, "mean_completion_tokens", "truncated_rate")]
+def metric_names(model_config: Any, metrics: list[str] | None = None) -> list[str]:
+    """Corpus BLEU, chrF and ROUGE of the completions, their mean length and how many ran into max_new_tokens.
+
+    Args:
+        model_config: unused (every model reports the same names).
+        metrics: report only these (of bleu, chrf, rouge) besides the two length figures; None = all.
+    """
+    reported = {"bleu": ("bleu",), "chrf": ("chrf",), "rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+    chosen = [name for metric, names in reported.items() if metrics is None or metric in metrics for name in names]
+    return [PREFIX + name for name in (*chosen, "mean_completion_tokens", "truncated_rate")]
 
 
 def prompt_reference_pairs(splits: DatasetDict, data: EvalDataSection, split: str) -> tuple[list[str], list[Any]]:

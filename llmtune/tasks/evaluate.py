@@ -66,17 +66,44 @@ def parse_gates(fail_under: list[str], fail_over: list[str]) -> list[Gate]:
     return gates
 
 
-def _resolve_gates(gates: list[Gate], names: list[str], kind: str) -> list[Gate]:
-    """Check every gate names a metric this kind of evaluation produces (`accuracy` = `eval_accuracy`)."""
-    resolved, unknown = [], []
+def _resolve_gates(gates: list[Gate], names: list[str], kind: str, left_out: list[str] | None = None) -> list[Gate]:
+    """Check every gate names a metric this kind of evaluation reports (`accuracy` = `eval_accuracy`).
+
+    `left_out`: metrics of the kind that the config's `metrics:` does not choose (a gate on one says so).
+    """
+    resolved, unknown, unchosen = [], [], []
     for gate in gates:
         name = gate.metric if gate.metric in names else PREFIX + gate.metric
         if name not in names:
             unknown.append(f"{gate.flag} {gate.metric}")
+            if name in (left_out or []) or gate.metric in (left_out or []):
+                unchosen.append(gate.metric)
         resolved.append(Gate(name, gate.op, gate.threshold))
     if unknown:
-        raise UserError(f"unknown metric in {'; '.join(unknown)}: a {kind} evaluation reports {', '.join(names)}.")
+        hint = f" metrics: leaves out {', '.join(unchosen)}; add it there or drop the gate." if unchosen else ""
+        raise UserError(f"unknown metric in {'; '.join(unknown)}: a {kind} evaluation reports {', '.join(names)}.{hint}")
     return resolved
+
+
+def chosen_metrics(cfg: EvaluateConfig, kind: str, model_config: Any, evaluation: Any) -> list[str]:
+    """The eval_* names this run reports: the kind's, narrowed to `metrics:` where the config sets it.
+
+    Raises:
+        UserError: `metrics:` names a metric this kind does not report, or the kind has fixed metrics.
+    """
+    if cfg.metrics is None:
+        return evaluation.metric_names(model_config)
+    accepted = registry.evaluation(kind).accepted_metrics
+    wrong = [name for name in cfg.metrics if name not in accepted]
+    if not accepted:
+        fixed = ", ".join(evaluation.metric_names(model_config))
+        raise UserError(f"metrics: a {kind} evaluation has fixed metrics ({fixed}); remove metrics: (or ~metrics on the command line).")
+    if wrong:
+        raise UserError(
+            f"metrics: {', '.join(wrong)} is not reported by a {kind} evaluation; choose among {', '.join(accepted)} "
+            "(or set eval.kind to the kind that reports it)."
+        )
+    return evaluation.metric_names(model_config, cfg.metrics)
 
 
 def check_gates(result: dict[str, Any], gates: list[Gate]) -> None:
@@ -151,14 +178,19 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         if key in cfg.model_fields_set and kind != used_by:
             logger.warning("%s: ignored, it applies to eval.kind %s and this is a %s evaluation", key, used_by, kind)
     evaluation = registry.evaluation(kind).load()
-    names = evaluation.metric_names(model_config)
-    _resolve_gates(requested, names, kind)
+    every = evaluation.metric_names(model_config)
+    names = chosen_metrics(cfg, kind, model_config, evaluation)
+    _resolve_gates(requested, names, kind, left_out=[name for name in every if name not in names])
     data, seed = resolve_data(cfg)
     set_seed(seed)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else None
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     measured = evaluation.evaluate(Context(cfg, data, seed, model_config, output_dir))
+    # Metrics `metrics:` left out are computed with the rest (cheap beside the forward passes) but not reported.
+    measured = {k: v for k, v in measured.items() if k in names or k not in every}
+    if "metrics_info" in measured:
+        measured["metrics_info"] = {k: v for k, v in measured["metrics_info"].items() if k in names or k not in every}
     missing = [name for name in names if name not in measured]
     if missing:
         raise RuntimeError(f"{kind} evaluation did not produce {missing}")

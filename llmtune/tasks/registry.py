@@ -161,15 +161,24 @@ class Evaluation:
 
     Attributes:
         kind: the `eval.kind` value.
-        module: the evaluation module, with `metric_names(model_config) -> list[str]` and `evaluate(ctx) -> dict`.
+        module: the evaluation module, with `metric_names(model_config) -> list[str]` and `evaluate(ctx) -> dict`;
+            a kind that accepts metrics also takes `metric_names(model_config, metrics)` (only those chosen).
         model_task: the task whose models it scores (its architecture check and its `AutoModelFor...` class).
         automatic: picked from a model's architecture under `eval.kind: auto`.
+        metrics: the metrics evaluate's `metrics:` can choose among for this kind; None = those of `model_task`
+            (empty: fixed metrics, `metrics:` is refused).
     """
 
     kind: str
     module: str
     model_task: str
     automatic: bool = True
+    metrics: tuple[str, ...] | None = None
+
+    @property
+    def accepted_metrics(self) -> tuple[str, ...]:
+        """The metrics `metrics:` may name for this kind (its own, else its model task's)."""
+        return self.metrics if self.metrics is not None else task(self.model_task).metrics
 
     def load(self) -> Any:
         """The evaluation module (imported now)."""
@@ -181,7 +190,7 @@ EVALUATIONS: tuple[Evaluation, ...] = (
     Evaluation("causal-lm", "llmtune.evaluation.causal_lm", "causal-lm"),
     Evaluation("masked-lm", "llmtune.evaluation.masked_lm", "masked-lm"),
     # BLEU/chrF of a causal LM's completions: needs references, so it is never chosen from the architecture.
-    Evaluation("generation", "llmtune.evaluation.generation", "causal-lm", automatic=False),
+    Evaluation("generation", "llmtune.evaluation.generation", "causal-lm", automatic=False, metrics=("bleu", "chrf", "rouge")),
 )
 
 
@@ -217,6 +226,11 @@ def task_names(command: str | None = None) -> tuple[str, ...]:
 def eval_kinds() -> tuple[str, ...]:
     """The `eval.kind` values other than auto, in registry order."""
     return tuple(row.kind for row in EVALUATIONS)
+
+
+def evaluation_metrics() -> tuple[str, ...]:
+    """Every metric evaluate's `metrics:` can name, over all kinds, in registry order."""
+    return tuple(dict.fromkeys(name for row in EVALUATIONS for name in row.accepted_metrics))
 
 
 def training_commands() -> tuple[str, ...]:
