@@ -682,7 +682,53 @@ CASES: list[Case] = [
         lambda tmp: ["evaluate", str(_write(tmp / "eval.yaml", "model:\n  name_or_path: some/model\nfail_under: [accuracy=0.9]\n"))],
         ["fail_under (line 3)", "the --fail-under option of the command", "pass --fail-under instead"],
     ),
+    # issue 10, slice D (evaluate TRAIN_CONFIG --model DIR, evaluate metrics:):
+    Case(
+        "evaluate-training-config-without-model",
+        lambda tmp: ["evaluate", str(classification_config(tmp))],
+        ["cfg.yaml is a finetune config", "Pass --model DIR, the trained model directory (this config's training.output_dir", "does not exist yet: run llmtune finetune"],
+    ),
+    Case(
+        "evaluate-training-config-without-model-after-training",
+        lambda tmp: ["evaluate", str(classification_config(tmp)), *_after(previous_run(tmp))],
+        ["cfg.yaml is a finetune config", "Pass --model DIR, the trained model directory, e.g. --model ", "/run (this config's training.output_dir)"],
+    ),
+    Case(
+        "evaluate-classification-config-with-a-causal-lm",
+        lambda tmp: ["evaluate", str(classification_config(tmp)), "--model", str(model_dir(tmp, GPT2_LM))],
+        ["cfg.yaml (task: classification, the default): this config trains classification (a sequence classifier)", "is GPT2LMHeadModel (a causal language model)", "Pass --model the output directory of this config's run"],
+    ),
+    Case(
+        "evaluate-causal-lm-config-with-a-classifier",
+        lambda tmp: [*raw_config(CAUSAL_HEAD, command="evaluate")(tmp), "--model", str(model_dir(tmp, BERT_CLASSIFIER))],
+        ["task (line 1): this config trains causal-lm", "is BertForSequenceClassification (a sequence classifier)", "or evaluate that model with a config for finetune with task: classification"],
+    ),
+    Case(
+        "evaluate-unknown-metric",
+        inference_on(BERT_CLASSIFIER, "evaluate", "data.validation_file={tmp}/dev.tsv", "metrics=[acuracy]"),
+        ["metrics (command-line override)", "'acuracy' is not a metric evaluate reports (did you mean 'accuracy'?)"],
+    ),
+    Case(
+        "evaluate-metric-of-another-kind",
+        inference_on(BERT_CLASSIFIER, "evaluate", "data.validation_file={tmp}/dev.tsv", "metrics=[accuracy, bleu]"),
+        ["metrics: bleu is not reported by a classification evaluation; choose among accuracy, f1, precision, recall"],
+    ),
+    Case(
+        "evaluate-metrics-for-a-kind-with-fixed-metrics",
+        inference_on(GPT2_LM, "evaluate", "data.validation_file={tmp}/dev.tsv", "metrics=[accuracy]"),
+        ["metrics: a causal-lm evaluation has fixed metrics (eval_perplexity", "remove metrics:"],
+    ),
+    Case(
+        "evaluate-gate-on-a-metric-metrics-leaves-out",
+        inference_on(BERT_CLASSIFIER, "evaluate", "data.validation_file={tmp}/dev.tsv", "metrics=[accuracy]", "--fail-under", "f1=0.5"),
+        ["unknown metric in --fail-under f1: a classification evaluation reports eval_loss, eval_accuracy.", "metrics: leaves out f1"],
+    ),
 ]
+
+
+def _after(*steps: object) -> list[str]:
+    """No arguments: `steps` only ran first (e.g. previous_run, leaving an output directory behind)."""
+    return []
 
 
 def _tiny_bart(tmp: Path) -> Path:

@@ -283,8 +283,8 @@ class EvaluateConfig(Section):
         for name in metrics or []:
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                raise ValueError(f"'{name}' is not a metric evaluate reports; {hint}choose among {', '.join(known)}")
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(f"'{name}' is not a metric evaluate reports{hint}; choose among {', '.join(known)}")
         return metrics
 
     @model_validator(mode="after")

@@ -124,15 +124,14 @@ def require_model(raw: RawConfig, source: TrainingSource) -> None:
     model = raw.data.get("model")
     if isinstance(model, dict) and model.get("name_or_path"):
         return
-    hint = "the output directory its training run wrote"
-    if source.output_dir:
-        if Path(source.output_dir).expanduser().is_dir():
-            hint = f"e.g. --model {source.output_dir} (this config's training.output_dir)"
-        else:
-            hint += f" (its training.output_dir {source.output_dir} does not exist yet: run llmtune {source.command} {raw.source} first)"
+    hint = ""
+    if source.output_dir and Path(source.output_dir).expanduser().is_dir():
+        hint = f", e.g. --model {source.output_dir} (this config's training.output_dir)"
+    elif source.output_dir:
+        hint = f" (this config's training.output_dir {source.output_dir} does not exist yet: run llmtune {source.command} {raw.source} first)"
     raise UserError(
         f"{raw.source} is a {source.command} config: its model section is where training starts, not the trained model. "
-        f"Pass --model DIR, the trained model directory: {hint}."
+        f"Pass --model DIR, the trained model directory{hint}."
     )
 
 
@@ -146,5 +145,5 @@ def task_problems(cfg: Any, model_config: Any) -> list[str]:
     return [
         f"{source.where}: this config trains {source.task.name} ({source.task.words}), but --model "
         f"'{cfg.model.name_or_path}' is {architectures} ({found.words}). Pass --model the output directory of this "
-        f"config's run, or evaluate that model with the config that trained it ({found.trained_by})."
+        f"config's run, or evaluate that model with a config for {found.trained_by.removeprefix('llmtune ')}."
     ]
