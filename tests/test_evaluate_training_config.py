@@ -116,6 +116,16 @@ def test_metrics_accuracy_reports_only_accuracy_and_loss_through_the_real_cli(mo
     assert everything["eval_accuracy"] == result["eval_accuracy"] and everything["eval_loss"] == result["eval_loss"]
 
 
+def test_overrides_apply_to_the_evaluate_view(models: dict[str, Path]) -> None:
+    """`eval.split=test data.test_file=...` on a training config: the same rows as a test split score the same."""
+    base = ["evaluate", "configs/classification/sst2-quickstart.yaml", "--model", str(models["classification"]), f"data.max_eval_samples={EVAL_ROWS}"]
+    validation = invoke(*base)
+    as_test = invoke(*base, "eval.split=test", f"data.test_file={REPO / 'data' / 'sst2' / 'dev.tsv'}")
+    assert validation.exit_code == 0 and as_test.exit_code == 0, as_test.stderr[-3000:]
+    tested = json.loads(as_test.stdout)
+    assert tested["split"] == "test" and {**tested, "split": "validation"} == json.loads(validation.stdout)
+
+
 def test_generation_metrics_choose_among_bleu_chrf_and_rouge(models: dict[str, Path], tmp_path: Path) -> None:
     rows = [{"prompt": " ".join(text.split()[:3]), "reference": " ".join(text.split()[3:])} for text, _ in sentiment_rows(6, seed=6)]
     data = tmp_path / "pairs.jsonl"
