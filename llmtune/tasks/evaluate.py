@@ -76,7 +76,7 @@ def _resolve_gates(gates: list[Gate], names: list[str], kind: str, left_out: lis
         name = gate.metric if gate.metric in names else PREFIX + gate.metric
         if name not in names:
             unknown.append(f"{gate.flag} {gate.metric}")
-            if name in (left_out or []) or gate.metric in (left_out or []):
+            if name in (left_out or []):
                 unchosen.append(gate.metric)
         resolved.append(Gate(name, gate.op, gate.threshold))
     if unknown:
