@@ -330,7 +330,9 @@ def machine_plan(cfg: RunConfig, checkpoint: str | None = None) -> hardware.Plan
     return hardware.plan(cfg.training, machine, resumed=manifest.recorded_precision(checkpoint) if checkpoint else None)
 
 
-def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defaults: Any) -> tuple[TrainingArguments, list[Any]]:
+def training_arguments(
+    cfg: RunConfig, plan: hardware.Plan | None = None, args_class: type[TrainingArguments] | None = None, **defaults: Any
+) -> tuple[TrainingArguments, list[Any]]:
     """Build TrainingArguments from `training:` (over llmtune's, the machine's and the task's defaults) and the callbacks it asks for.
 
     Trainer's output_dir is the staging folder (`staging_dir`): checkpoints and the final save go
@@ -339,6 +341,7 @@ def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defa
     Args:
         cfg: the run config.
         plan: the machine's defaults (`machine_plan`), computed here when not given.
+        args_class: a TrainingArguments subclass for the task (Seq2SeqTrainingArguments), default TrainingArguments.
         defaults: task defaults, over the machine's and under the user's `training:` values.
 
     Returns:
@@ -377,7 +380,7 @@ def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defa
             )
         )
     try:
-        return TrainingArguments(**kwargs), callbacks
+        return (args_class or TrainingArguments)(**kwargs), callbacks
     except (ValueError, TypeError) as exc:
         raise UserError(f"training: {exc}") from exc
 
@@ -438,6 +441,7 @@ def make_trainer(
     training_defaults: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
     trainer_class: type[Trainer] | None = None,
+    args_class: type[TrainingArguments] | None = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
     """Build the Trainer of a training command over its train/validation splits, training into the staging folder.
@@ -455,6 +459,7 @@ def make_trainer(
         training_defaults: the task's TrainingArguments defaults, under the user's `training:`.
         callbacks: the task's own Trainer callbacks.
         trainer_class: a Trainer subclass for the task (default transformers.Trainer).
+        args_class: the TrainingArguments class it takes (default transformers.TrainingArguments).
         trainer_kwargs: the task's collator, metrics and the like.
     """
     from transformers import Trainer
@@ -462,7 +467,7 @@ def make_trainer(
     plan = machine_plan(cfg, checkpoint)
     # Attention is transformers' choice: SDPA wherever the model supports it (eager otherwise); said here, not set.
     logger.info("%s; attention: %s", plan.summary(), getattr(model.config, "_attn_implementation", None) or "the model's default")
-    args, requested = training_arguments(cfg, plan, **(training_defaults or {}))
+    args, requested = training_arguments(cfg, plan, args_class, **(training_defaults or {}))
     record = manifest.for_training(cfg, args, precision=plan.record())
     requested.append(manifest.run_recorder(cfg, record))
     trainer = (trainer_class or Trainer)(
@@ -553,18 +558,32 @@ def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_model_card(output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, folder: Path | None = None) -> None:
+def write_model_card(
+    output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, folder: Path | None = None, usage: str | None = None
+) -> None:
     """Write a model card (README.md) saying how the model was made and how to use it.
 
     Args:
         output_dir: where the model will live (named in the card).
         folder: where to write the card now (the staging folder), by default `output_dir`.
+        usage: the Python snippet of the "Use" section; default a `pipeline(pipeline_tag)` call.
     """
     from llmtune import __version__
 
     base = cfg.model.name_or_path or f"random init ({cfg.model.from_config.get('model_type')} from config)"
-    data = cfg.data.hub.path if cfg.data.hub else Path(cfg.data.train_file).name
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    train_file = cfg.data.train_file
+    if cfg.data.hub:
+        data = cfg.data.hub.path
+    elif isinstance(train_file, str):
+        data = Path(train_file).name
+    else:  # task: seq2seq's parallel text files
+        data = f"{Path(train_file.source).name} / {Path(train_file.target).name}"
+    # Nested values (seq2seq's metrics_info) stay in metrics.json; the card's table lists the numbers.
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list))
+    )
+    usage = usage or f'from transformers import pipeline\n\npipe = pipeline("{pipeline_tag}", model="{output_dir}")'
+
     card = f"""---
 library_name: transformers
 pipeline_tag: {pipeline_tag}
@@ -589,20 +608,23 @@ Trained with `llmtune {command}` (llmtune {__version__}).
 ## Use
 
 ```python
-from transformers import pipeline
-
-pipe = pipeline("{pipeline_tag}", model="{output_dir}")
+{usage}
 ```
 """
     write_text_atomically((folder or output_dir) / "README.md", card)
 
 
-def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str) -> dict[str, Any]:
+def finish_run(
+    trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, usage: str | None = None
+) -> dict[str, Any]:
     """Save the model, tokenizer, resolved config, manifest.json, metrics, model card and training_curves.png, then swap them into place.
 
     Everything is written into the staging folder, which then replaces `training.output_dir` in one
     rename (`swap_into_place`). Only the main process writes and swaps (under torchrun/accelerate every
     rank runs this); the others wait for it.
+
+    Args:
+        usage: the model card's "Use" snippet (see `write_model_card`).
 
     Returns:
         The JSON-safe metrics.
@@ -618,7 +640,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], comman
         save_config(cfg, staging / "llmtune.yaml")
         manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), staging)
         write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_model_card(output_dir, cfg, metrics, command, pipeline_tag, folder=staging)
+        write_model_card(output_dir, cfg, metrics, command, pipeline_tag, folder=staging, usage=usage)
         from llmtune.plots import training_curves
 
         training_curves(trainer.state.log_history, staging / "training_curves.png")

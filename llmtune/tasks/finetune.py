@@ -5,7 +5,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-TASK_MODULES = {"classification": "llmtune.tasks.classification", "causal-lm": "llmtune.tasks.causal_lm"}
+TASK_MODULES = {
+    "classification": "llmtune.tasks.classification",
+    "causal-lm": "llmtune.tasks.causal_lm",
+    "seq2seq": "llmtune.tasks.seq2seq",
+}
 
 
 def run(cfg: Any, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:

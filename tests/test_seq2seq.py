@@ -1,0 +1,102 @@
+"""`llmtune finetune` with `task: seq2seq`: a tiny BART from config, parallel text files, and its saved directory."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli, stdout_json, write_config
+
+# A BART small enough to train a few steps in seconds on 2 CPU cores.
+TINY_BART = {
+    "model_type": "bart", "d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 64,
+}
+# A toy "translation": each English word has one French word.
+WORDS = {"the": "le", "cat": "chat", "dog": "chien", "eats": "mange", "sees": "voit", "big": "grand", "small": "petit",
+         "red": "rouge", "house": "maison", "man": "homme", "runs": "court", "fish": "poisson"}
+
+
+def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """Sentences of 3-6 words and their word-by-word translations."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        words = rng.choices(list(WORDS), k=rng.randint(3, 6))
+        pairs.append((" ".join(words).capitalize() + ".", " ".join(WORDS[w] for w in words).capitalize() + "."))
+    return pairs
+
+
+def write_parallel(folder: Path, stem: str, pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """`stem.en` / `stem.fr`, one sentence per line; returns the {source, target} mapping a config takes."""
+    (folder / f"{stem}.en").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    (folder / f"{stem}.fr").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    return {"source": f"{stem}.en", "target": f"{stem}.fr"}
+
+
+def tiny_seq2seq_config(folder: Path, **training: object) -> Path:
+    """Parallel train files, a jsonl validation file and a tsv test file; a tiny BART with its own byte-level BPE."""
+    train = write_parallel(folder, "train", toy_pairs(64, seed=1))
+    with (folder / "dev.jsonl").open("w", encoding="utf-8") as handle:
+        for source, target in toy_pairs(8, seed=2):
+            handle.write(json.dumps({"source": source, "target": target}) + "\n")
+    (folder / "test.tsv").write_text("source\ttarget\n" + "".join(f"{s}\t{t}\n" for s, t in toy_pairs(6, seed=3)), encoding="utf-8")
+    config = {
+        "task": "seq2seq",
+        "seed": 0,
+        "model": {"from_config": dict(TINY_BART)},
+        "tokenizer": {"train": {"type": "bpe", "vocab_size": 300, "min_frequency": 1}},
+        # Relative paths: they resolve against the config's folder.
+        "data": {"train_file": train, "validation_file": "dev.jsonl", "test_file": "test.tsv", "max_source_length": 32, "max_target_length": 24},
+        "generation": {"max_new_tokens": 12},
+        "training": {
+            "output_dir": str(folder / "run"), "max_steps": 40, "per_device_train_batch_size": 16, "learning_rate": 5e-3,
+            "label_smoothing_factor": 0.1, "logging_steps": 4, "save_strategy": "no", "disable_tqdm": True, "use_cpu": True,
+            **training,
+        },
+    }
+    return write_config(folder / "cfg.yaml", config)
+
+
+def test_seq2seq_end_to_end(tmp_path: Path) -> None:
+    """Train, score generated text, save; the directory loads with the Auto classes and reproduces the predictions."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    proc = run_cli("finetune", str(tiny_seq2seq_config(tmp_path)))
+    metrics = stdout_json(proc)
+    for split in ("eval", "test"):
+        for name in ("bleu", "chrf", "gen_len", "loss"):
+            assert isinstance(metrics[f"{split}_{name}"], float), (split, name, metrics)
+        assert 0.0 <= metrics[f"{split}_bleu"] <= 100.0 and 0.0 <= metrics[f"{split}_chrf"] <= 100.0
+        assert metrics["metrics_info"][f"{split}_bleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+        assert metrics["metrics_info"][f"{split}_chrf"]["generation"]["max_new_tokens"] == 12
+    run = tmp_path / "run"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["eval_bleu"] == metrics["eval_bleu"] and saved["metrics_info"] == metrics["metrics_info"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [source["key"] for source in manifest["data"]] == [
+        "data.train_file.source", "data.train_file.target", "data.validation_file", "data.test_file"
+    ]
+    assert "AutoModelForSeq2SeqLM" in (run / "README.md").read_text()
+
+    rows = [json.loads(line) for line in (run / "eval_predictions.jsonl").read_text().splitlines()]
+    sources = [json.loads(line)["source"] for line in (tmp_path / "dev.jsonl").read_text().splitlines()]
+    assert [row["source"] for row in rows] == sources  # the data's order, though evaluation sorted rows by length
+    assert len((run / "test_predictions.jsonl").read_text().splitlines()) == 6
+
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    model = AutoModelForSeq2SeqLM.from_pretrained(run).eval()
+    assert model.config.decoder_start_token_id == tokenizer.eos_token_id == model.config.forced_eos_token_id
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    # The saved tokenizer ends every text with EOS, as in training; the saved generation config is the one evaluation used.
+    assert tokenizer("Le chat.")["input_ids"][-1] == tokenizer.eos_token_id
+    assert model.generation_config.max_new_tokens == 12
+    assert sum(bool(row["prediction"]) for row in rows) >= 4, rows  # it learnt to write something
+    for row in rows[:4]:
+        with torch.no_grad():
+            ids = model.generate(**tokenizer([row["source"]], return_tensors="pt"))
+        assert tokenizer.decode(ids[0], skip_special_tokens=True).strip() == row["prediction"]
