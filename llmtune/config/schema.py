@@ -168,9 +168,10 @@ class RunConfig(Section):
         keys += [f"data.{k}" for k in ("train_file", "validation_file", "test_file") if isinstance(getattr(self.data, k), ParallelFiles)]
         if keys:
             what = f"task: {task}" if task else "this command"
+            them = "it" if len(keys) == 1 else "them"
             raise ValueError(
-                f"{', '.join(keys)} only apply to task: seq2seq; remove them for {what} (it reads one data file per split "
-                "and data.text_column), or set task: seq2seq"
+                f"{', '.join(keys)} only {'applies' if len(keys) == 1 else 'apply'} to task: seq2seq; remove {them} for {what} "
+                "(it reads one data file per split and data.text_column), or set task: seq2seq"
             )
         return self
 
@@ -206,8 +207,9 @@ class FinetuneConfig(RunConfig):
         unused = [f"data.{k}" for k in (*CLASSIFICATION_DATA_KEYS, "text_column", "max_length", "packing") if k in self.data.model_fields_set]
         if unused:
             raise ValueError(
-                f"{', '.join(unused)} do not apply to task: seq2seq; remove them (it reads data.source_column and "
-                "data.target_column, truncated to data.max_source_length / data.max_target_length)"
+                f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by task: seq2seq; remove "
+                f"{'it' if len(unused) == 1 else 'them'} (it reads data.source_column and data.target_column, truncated to "
+                "data.max_source_length / data.max_target_length)"
             )
         if "metrics" not in self.model_fields_set:
             self.metrics = list(SEQ2SEQ_DEFAULT_METRICS)
