@@ -255,6 +255,13 @@ class EvalDataSection(DataSection):
 
     @model_validator(mode="after")
     def _sources(self) -> EvalDataSection:
+        paired = [f"data.{k}" for k in ("train_file", "validation_file", "test_file") if isinstance(getattr(self, k), ParallelFiles)]
+        if paired:
+            # TODO(lead): evaluate scores seq2seq models once it reads {source, target} files (issue 10, Part 3).
+            raise ValueError(
+                f"{', '.join(paired)}: a {{source, target}} pair of text files is read by llmtune finetune (task: seq2seq) only; "
+                "give evaluate one .csv/.jsonl file with prompt and reference columns"
+            )
         if self.hub is None and not any([self.train_file, self.validation_file, self.test_file]):
             raise ValueError("set data.validation_file (or data.test_file / data.train_file, or data.hub) to evaluate on")
         if self.hub is not None and any([self.train_file, self.validation_file, self.test_file]):
