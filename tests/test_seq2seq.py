@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, stdout_json, write_config
+from conftest import REPO, invoke, run_cli, stdout_json, write_config
 
 # A BART small enough to train a few steps in seconds on 2 CPU cores.
 TINY_BART = {
@@ -70,8 +70,9 @@ def test_seq2seq_end_to_end(tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    proc = run_cli("finetune", str(tiny_seq2seq_config(tmp_path)))
-    metrics = stdout_json(proc)
+    result = invoke("finetune", str(tiny_seq2seq_config(tmp_path)))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout)
     for split in ("eval", "test"):
         for name in ("bleu", "chrf", "gen_len", "loss"):
             assert isinstance(metrics[f"{split}_{name}"], float), (split, name, metrics)
@@ -122,3 +123,19 @@ def seq2seq_case(*overrides: str, files: dict[str, bytes | None] | None = None):
 def lines(pairs: list[tuple[str, str]], side: int) -> bytes:
     """One side of `pairs` as the bytes of a text file."""
     return "".join(pair[side] + "\n" for pair in pairs).encode()
+
+
+@pytest.mark.slow
+def test_quickstart_config_runs_on_a_slice(tmp_path: Path) -> None:
+    """The shipped Multi30k quickstart, cut to 256 pairs and 4 steps: its data, tokenizer and model settings work together."""
+    config = REPO / "configs" / "seq2seq" / "multi30k-en-fr-quickstart.yaml"
+    overrides = ["data.max_train_samples=256", "data.max_eval_samples=16", "training.max_steps=4", "generation.max_new_tokens=8",
+                 "training.save_strategy=no", f"training.output_dir={tmp_path / 'run'}"]
+    metrics = stdout_json(run_cli("finetune", str(config), *overrides))
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 4
+    assert set(metrics["metrics_info"]) == {"eval_bleu", "eval_chrf", "eval_gen_len", "eval_loss"}
+    rows = (tmp_path / "run" / "eval_predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    first = json.loads(rows[0])
+    assert first["source"] == (REPO / "data" / "multi30k-en-fr" / "val.en").read_text(encoding="utf-8").splitlines()[0]
+    assert first["reference"] == (REPO / "data" / "multi30k-en-fr" / "val.fr").read_text(encoding="utf-8").splitlines()[0]
+    assert len(rows) == 16
