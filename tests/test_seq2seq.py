@@ -139,3 +139,22 @@ def test_quickstart_config_runs_on_a_slice(tmp_path: Path) -> None:
     assert first["source"] == (REPO / "data" / "multi30k-en-fr" / "val.en").read_text(encoding="utf-8").splitlines()[0]
     assert first["reference"] == (REPO / "data" / "multi30k-en-fr" / "val.fr").read_text(encoding="utf-8").splitlines()[0]
     assert len(rows) == 16
+
+
+@pytest.mark.slow
+def test_resume_continues_a_seq2seq_run_with_its_saved_tokenizer(tmp_path: Path) -> None:
+    """--resume takes the checkpoint's tokenizer (EOS post-processor and <pad> already there) and goes on training."""
+    from transformers import AutoTokenizer
+
+    config = tiny_seq2seq_config(tmp_path, max_steps=8, save_strategy="steps", save_steps=4)
+    first = invoke("finetune", str(config))
+    assert first.exit_code == 0, first.stderr[-3000:]
+    vocabulary = AutoTokenizer.from_pretrained(tmp_path / "run").get_vocab()
+    result = invoke("finetune", str(config), "training.max_steps=12", "--resume")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert "resuming with the tokenizer saved in" in result.stderr
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 12
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
+    assert tokenizer.get_vocab() == vocabulary
+    ids = tokenizer("Le chat.")["input_ids"]
+    assert ids[-1] == tokenizer.eos_token_id and ids[-2] != tokenizer.eos_token_id  # one EOS, not one per resume

@@ -194,7 +194,7 @@ def build_compute_metrics(names: list[str], tokenizer: Any, outputs: Outputs) ->
 
     Both sides are decoded with skip_special_tokens; references are the targets as tokenized (truncated
     to data.max_target_length) and decoded. Reports bleu and chrf (sacreBLEU corpus scores, 0-100),
-    rouge1/rouge2/rougeL/rougeLsum (F-measure, 0-1, as the rouge module returns it) and gen_len
+    rouge1/rouge2/rougeL/rougeLsum (mean F-measure, 0-100, from llmtune's rouge module) and gen_len
     (mean generated tokens). Each call's texts and the metrics' details go to `outputs`.
     """
     import numpy as np
@@ -262,7 +262,7 @@ def metrics_info(metrics: dict[str, Any], call: dict[str, Any], prefix: str, set
     for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         if f"{prefix}_{key}" in metrics:
             info[f"{prefix}_{key}"] = {
-                "definition": f"mean {key} F-measure (0-1) of {scored}",
+                "definition": f"mean {key} F-measure (0-100) of {scored}",
                 "implementation": "rouge_score via llmtune.metrics.load('rouge')",
                 "generation": settings,
             }
