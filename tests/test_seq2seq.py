@@ -150,9 +150,10 @@ def test_resume_continues_a_seq2seq_run_with_its_saved_tokenizer(tmp_path: Path)
     first = invoke("finetune", str(config))
     assert first.exit_code == 0, first.stderr[-3000:]
     vocabulary = AutoTokenizer.from_pretrained(tmp_path / "run").get_vocab()
-    result = invoke("finetune", str(config), "training.max_steps=12", "--resume")
-    assert result.exit_code == 0, result.stderr[-3000:]
-    assert "resuming with the tokenizer saved in" in result.stderr
+    # A subprocess: llmtune's log lines go to the real stderr, which CliRunner does not capture.
+    proc = run_cli("finetune", str(config), "training.max_steps=12", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming with the tokenizer saved in" in proc.stderr
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 12
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
     assert tokenizer.get_vocab() == vocabulary
