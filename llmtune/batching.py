@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Sampler
-from transformers import Trainer
+from transformers import Seq2SeqTrainer, Trainer
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 GROUP_BY_LENGTH = "group_by_length"
@@ -145,3 +145,12 @@ def padded_tokens(lengths: list[int], order: Iterable[int], batch_size: int, mul
             longest = -(-longest // multiple) * multiple
         total += longest * len(batch)
     return total
+
+
+class Seq2SeqLengthGroupedTrainer(LengthGroupedTrainer, Seq2SeqTrainer):
+    """transformers' Seq2SeqTrainer with llmtune's seeded length grouping (`LengthGroupedTrainer`).
+
+    Evaluation then generates for rows sorted by length, longest first: batches of similar lengths pad
+    little and finish their generation together (`llmtune.tasks.seq2seq.evaluation_order` maps the
+    outputs back to the rows).
+    """

@@ -227,7 +227,7 @@ def _root(
 
 @_command()
 def finetune(config: ConfigArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False) -> None:
-    """Fine-tune a model (task: classification or causal-lm) and print its final metrics as JSON."""
+    """Fine-tune a model (task: classification, causal-lm or seq2seq) and print its final metrics as JSON."""
     _train_command("finetune", config, overrides, overwrite, resume)
 
 

@@ -204,7 +204,14 @@ def load_splits(data: DataSection, columns: dict[str, str | None] | None = None)
     else:
         files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
         splits = DatasetDict(
-            {role: load_file(path, SPLIT_KEYS[role], data.column_names, columns) for role, path in files.items() if path}
+            {
+                # A {source, target} pair of line-aligned text files (task: seq2seq) becomes those two columns.
+                role: load_file(path, SPLIT_KEYS[role], data.column_names, columns)
+                if isinstance(path, str)
+                else load_parallel(path, SPLIT_KEYS[role], data.source_column, data.target_column)
+                for role, path in files.items()
+                if path
+            }
         )
     for role, ds in splits.items():
         if len(ds) == 0:
@@ -467,3 +474,66 @@ def tokenize_for_lm(
         if packing:
             out[role] = pack_blocks(out[role], block, pad_id, labels=labels)
     return type(splits)(out)
+
+
+def read_text_lines(path: str | Path, key: str) -> list[str]:
+    """The lines of a plain UTF-8 text file, each one required to hold text (a side of a parallel corpus).
+
+    Args:
+        path: the file.
+        key: the config key that named it (`data.train_file.source`), the start of every message.
+
+    Returns:
+        The lines without their line endings (LF or CRLF).
+
+    Raises:
+        DataError: a missing or empty file, bad UTF-8 or an empty line, naming the key, file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{key}: file not found: {path}. Fix the path (relative paths in a config resolve against the config's folder).")
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line
+    if not lines:
+        raise DataError(f"{key}: {path} is empty; it needs one example per line.")
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            text = line.removesuffix(b"\r").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{key}: {path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start}). Save the file as UTF-8.") from None
+        if not text.strip():
+            # An empty line is usually a sentence lost in alignment; skipping it would shift every later pair.
+            raise DataError(
+                f"{key}: {path}, line {number}: empty line; every line needs text. Delete it together with the same line of the other side's file."
+            )
+        out.append(text)
+    return out
+
+
+def load_parallel(files: Any, key: str, source_column: str, target_column: str) -> Dataset:
+    """Load a line-aligned pair of text files (`{source: train.en, target: train.fr}`) as one Dataset of two columns.
+
+    Args:
+        files: a `ParallelFiles` (source and target paths).
+        key: the config key that named the pair (`data.train_file`).
+        source_column: the column the source lines go into (data.source_column).
+        target_column: the column the target lines go into (data.target_column).
+
+    Raises:
+        DataError: either file missing, empty, not UTF-8 or with an empty line (file:line), or the two files
+            having different numbers of lines (naming both files and their line counts).
+    """
+    from datasets import Dataset
+
+    sources = read_text_lines(files.source, f"{key}.source")
+    targets = read_text_lines(files.target, f"{key}.target")
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{key}: the two sides are not line-aligned: {files.source} has {len(sources)} lines but {files.target} has "
+            f"{len(targets)}. Line i of the target file must translate line i of the source file; fix the files so their "
+            "line counts match."
+        )
+    return Dataset.from_dict({source_column: sources, target_column: targets})

@@ -115,9 +115,12 @@ def data_sources(data: DataSection | None, keys: tuple[str, ...] = DATA_FILE_KEY
     sources = []
     for key in keys:
         path = getattr(data, key, None)
-        if path:
-            resolved = Path(path).expanduser().resolve()
-            sources.append({"key": f"data.{key}", "path": str(resolved), "bytes": resolved.stat().st_size, "sha256": file_sha256(resolved)})
+        # task: seq2seq's parallel text files are a {source, target} pair: each side is a file of its own.
+        named = [(f"data.{key}.{side}", getattr(path, side)) for side in ("source", "target")] if hasattr(path, "source") else [(f"data.{key}", path)]
+        for name, file in named:
+            if file:
+                resolved = Path(file).expanduser().resolve()
+                sources.append({"key": name, "path": str(resolved), "bytes": resolved.stat().st_size, "sha256": file_sha256(resolved)})
     return sources
 
 

@@ -340,7 +340,9 @@ def machine_plan(cfg: RunConfig, checkpoint: str | None = None) -> hardware.Plan
     return hardware.plan(cfg.training, machine, resumed=manifest.recorded_precision(checkpoint) if checkpoint else None)
 
 
-def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defaults: Any) -> tuple[TrainingArguments, list[Any]]:
+def training_arguments(
+    cfg: RunConfig, plan: hardware.Plan | None = None, args_class: type[TrainingArguments] | None = None, **defaults: Any
+) -> tuple[TrainingArguments, list[Any]]:
     """Build TrainingArguments from `training:` (over llmtune's, the machine's and the task's defaults) and the callbacks it asks for.
 
     Trainer's output_dir is the staging folder (`staging_dir`): checkpoints and the final save go
@@ -349,6 +351,7 @@ def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defa
     Args:
         cfg: the run config.
         plan: the machine's defaults (`machine_plan`), computed here when not given.
+        args_class: a TrainingArguments subclass for the task (Seq2SeqTrainingArguments), default TrainingArguments.
         defaults: task defaults, over the machine's and under the user's `training:` values.
 
     Returns:
@@ -387,7 +390,7 @@ def training_arguments(cfg: RunConfig, plan: hardware.Plan | None = None, **defa
             )
         )
     try:
-        return TrainingArguments(**kwargs), callbacks
+        return (args_class or TrainingArguments)(**kwargs), callbacks
     except (ValueError, TypeError) as exc:
         raise UserError(f"training: transformers.TrainingArguments rejects these settings: {redact(str(exc))}") from exc
 
@@ -418,7 +421,8 @@ def run_setup(cfg: RunConfig, checkpoint: str | None = None) -> RunSetup:
     from llmtune.tasks import registry
 
     plan = machine_plan(cfg, checkpoint)
-    args, callbacks = training_arguments(cfg, plan, **dict(registry.task_for_config(cfg).training_defaults))
+    task = registry.task_for_config(cfg)
+    args, callbacks = training_arguments(cfg, plan, task.arguments(), **dict(task.training_defaults))
     return RunSetup(checkpoint, plan, args, callbacks)
 
 
@@ -601,18 +605,32 @@ def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_model_card(output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, folder: Path | None = None) -> None:
+def write_model_card(
+    output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, folder: Path | None = None, usage: str | None = None
+) -> None:
     """Write a model card (README.md) saying how the model was made and how to use it.
 
     Args:
         output_dir: where the model will live (named in the card).
         folder: where to write the card now (the staging folder), by default `output_dir`.
+        usage: the Python snippet of the "Use" section; default a `pipeline(pipeline_tag)` call.
     """
     from llmtune import __version__
 
     base = cfg.model.name_or_path or f"random init ({cfg.model.from_config.get('model_type')} from config)"
-    data = cfg.data.hub.path if cfg.data.hub else Path(cfg.data.train_file).name
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    train_file = cfg.data.train_file
+    if cfg.data.hub:
+        data = cfg.data.hub.path
+    elif isinstance(train_file, str):
+        data = Path(train_file).name
+    else:  # task: seq2seq's parallel text files
+        data = f"{Path(train_file.source).name} / {Path(train_file.target).name}"
+    # Nested values (seq2seq's metrics_info) stay in metrics.json; the card's table lists the numbers.
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list))
+    )
+    usage = usage or f'from transformers import pipeline\n\npipe = pipeline("{pipeline_tag}", model="{output_dir}")'
+
     card = f"""---
 library_name: transformers
 pipeline_tag: {pipeline_tag}
@@ -637,15 +655,13 @@ Trained with `llmtune {command}` (llmtune {__version__}).
 ## Use
 
 ```python
-from transformers import pipeline
-
-pipe = pipeline("{pipeline_tag}", model="{output_dir}")
+{usage}
 ```
 """
     write_text_atomically((folder or output_dir) / "README.md", card)
 
 
-def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: Task) -> dict[str, Any]:
+def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: Task, usage: str | None = None) -> dict[str, Any]:
     """Save the model, tokenizer, resolved config, manifest.json, metrics, model card and training_curves.png, then swap them into place.
 
     The model card names `task`'s training command and pipeline tag (its registry row).
@@ -653,6 +669,9 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: 
     Everything is written into the staging folder, which then replaces `training.output_dir` in one
     rename (`swap_into_place`). Only the main process writes and swaps (under torchrun/accelerate every
     rank runs this); the others wait for it.
+
+    Args:
+        usage: the model card's "Use" snippet (see `write_model_card`).
 
     Returns:
         The JSON-safe metrics.
@@ -668,7 +687,7 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: 
         save_config(cfg, staging / "llmtune.yaml")
         manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), staging)
         write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging)
+        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging, usage=usage)
         from llmtune.plots import training_curves
 
         training_curves(trainer.state.log_history, staging / "training_curves.png")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_BERT, invoke, sentiment_rows, tiny_classification_config, write_config, write_tsv
+from test_seq2seq import lines, seq2seq_case, toy_pairs
 
 
 @dataclass
@@ -722,6 +723,74 @@ CASES: list[Case] = [
         "evaluate-gate-on-a-metric-metrics-leaves-out",
         inference_on(BERT_CLASSIFIER, "evaluate", "data.validation_file={tmp}/dev.tsv", "metrics=[accuracy]", "--fail-under", "f1=0.5"),
         ["unknown metric in --fail-under f1: a classification evaluation reports eval_loss, eval_accuracy.", "metrics: leaves out f1"],
+    ),
+    # issue 10, slice B: task: seq2seq (parallel text files, its keys, its model)
+    Case(
+        "seq2seq-parallel-files-line-count-mismatch",
+        seq2seq_case(files={"train.fr": lines(toy_pairs(63, seed=1), 1)}),
+        ["data.train_file: the two sides are not line-aligned", "train.en has 64 lines but", "train.fr has 63", "line counts match"],
+    ),
+    Case(
+        "seq2seq-parallel-file-empty-line",
+        seq2seq_case(files={"train.en": lines(toy_pairs(4, seed=1), 0) + b"\n" + lines(toy_pairs(59, seed=5), 0)}),
+        ["data.train_file.source:", "train.en, line 5: empty line", "Delete it together with the same line of the other side's file"],
+    ),
+    Case(
+        "seq2seq-parallel-file-bad-utf8",
+        seq2seq_case(files={"train.fr": lines(toy_pairs(2, seed=1), 1) + b"Le chat \xff.\n" + lines(toy_pairs(61, seed=5), 1)}),
+        ["data.train_file.target:", "train.fr, line 3: not valid UTF-8", "Save the file as UTF-8"],
+    ),
+    Case("seq2seq-parallel-file-missing", seq2seq_case(files={"train.fr": None}), ["data.train_file.target: file not found", "train.fr"]),
+    Case(
+        "seq2seq-missing-source-column",
+        seq2seq_case(files={"dev.jsonl": b'{"en": "The cat.", "target": "Le chat."}\n'}),
+        ["data.source_column: column 'source' not found in the validation data (columns: en, target)"],
+    ),
+    Case(
+        "seq2seq-empty-target-cell",
+        seq2seq_case(files={"test.tsv": b"source\ttarget\nThe cat.\tLe chat.\nThe dog.\t\n"}),
+        ["data.test_file:", "test.tsv, line 3: no text in 'target'", "Fill it in or delete the row"],
+    ),
+    Case(
+        "seq2seq-text-column-unused",
+        seq2seq_case("data.text_column=sentence"),
+        ["data.text_column is not used by task: seq2seq; remove it", "data.source_column"],
+    ),
+    Case(
+        "classification-with-seq2seq-keys",
+        with_override("data.source_column=en", "data.max_target_length=32"),
+        ["data.source_column, data.max_target_length only apply to task: seq2seq", "or set task: seq2seq"],
+    ),
+    Case(
+        "classification-with-generation",
+        with_override("generation.num_beams=4"),
+        ["generation only applies to task: seq2seq", "remove it for task: classification"],
+    ),
+    Case(
+        "seq2seq-classification-metric",
+        seq2seq_case("metrics=[bleu, accuracy]"),
+        ["metrics: accuracy: task: seq2seq reports bleu, chrf", "choose among them"],
+    ),
+    Case(
+        "seq2seq-wordpiece-tokenizer",
+        seq2seq_case("tokenizer.train.type=wordpiece"),
+        ["tokenizer.train.type: wordpiece has no end-of-sequence token", "use type: bpe"],
+    ),
+    Case("seq2seq-generation-key-misspelt", seq2seq_case("generation.num_beam=4"), ["generation.num_beam", "Did you mean 'num_beams'?"]),
+    Case(
+        "seq2seq-several-outputs-per-source",
+        seq2seq_case("generation.num_return_sequences=2", "generation.num_beams=2"),
+        ["generation.num_return_sequences: validation scores one output per source", "remove it"],
+    ),
+    Case(
+        "seq2seq-model-without-seq2seq-head",
+        seq2seq_case("model.from_config={model_type: bert, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2}"),
+        ["model type 'bert' cannot be trained as a sequence-to-sequence model (finetune with task: seq2seq)", "e.g. t5, bart, marian"],
+    ),
+    Case(
+        "seq2seq-source-longer-than-positions",
+        seq2seq_case("data.max_source_length=100"),
+        ["data.max_source_length (command-line override): 100 tokens, but the model has only 64 positions", "model.from_config.max_position_embeddings"],
     ),
 ]
 

@@ -24,7 +24,10 @@ def test_shipped_config_validates(path: Path) -> None:
     for key in ("train_file", "validation_file", "test_file"):
         value = getattr(getattr(cfg, "data", None), key, None)
         if value is not None and getattr(cfg.data, "hub", None) is None:
-            assert Path(value).is_file(), f"{path}: data.{key} points to a missing file {value}"
+            # task: seq2seq's parallel text files are a {source, target} pair of files.
+            files = [value.source, value.target] if hasattr(value, "source") else [value]
+            for file in files:
+                assert Path(file).is_file(), f"{path}: data.{key} points to a missing file {file}"
 
 
 def test_config_reference_is_generated_from_the_schema() -> None:

@@ -63,7 +63,7 @@ def test_top_level_help_lists_every_command_with_its_whole_summary() -> None:
     _, stdout, _ = _probe("--help")
     text = " ".join(stdout.split())
     for name, summary in [
-        ("finetune", "Fine-tune a model (task: classification or causal-lm) and print its final metrics as JSON."),
+        ("finetune", "Fine-tune a model (task: classification, causal-lm or seq2seq) and print its final metrics as JSON."),
         ("pretrain-mlm", "Pretrain a masked language model (from scratch or continued) and print its final metrics as JSON."),
         ("validate", "Check a config (and overrides) without loading a model; print the resolved config as JSON."),
         ("evaluate", "Evaluate a trained model without training; print the metrics as JSON (exit 3 if a gate fails)."),

@@ -21,6 +21,8 @@ __all__ = ["load_config", "save_config", "infer_command", "read_yaml", "RawConfi
 # Input paths read from a config file resolve against that file's folder. Files are always resolved;
 # model/tokenizer names only when the resolved folder exists, since they may also be Hub ids.
 FILE_KEYS = (("data", "train_file"), ("data", "validation_file"), ("data", "test_file"))
+# task: seq2seq's parallel text files: data.train_file: {source: train.en, target: train.fr}.
+FILE_KEYS += tuple((*key, side) for key in FILE_KEYS for side in ("source", "target"))
 NAME_OR_PATH_KEYS = (("model", "name_or_path"), ("tokenizer", "name_or_path"))
 
 

@@ -115,7 +115,7 @@ def _head_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[
         return []
     source = ("model", "from_config", "model_type") if cfg.model.from_config is not None else ("model", "name_or_path")
     named = f" with task: {cfg.task}" if hasattr(cfg, "task") else ""
-    examples = ", ".join(t for t in ("bert", "roberta", "gpt2", "llama") if t in supported)
+    examples = ", ".join(t for t in ("bert", "roberta", "gpt2", "llama", "t5", "bart", "marian") if t in supported)
     return [
         f"{raw.where(source)}: model type '{config.model_type}' cannot be trained as {what} ({command}{named}); "
         f"transformers has no such head for it. Use a model type that has one (e.g. {examples})."
@@ -139,13 +139,21 @@ def _length_problems(cfg: Any, config: Any, raw: RawConfig) -> list[str]:
     capped silently by the tokenizer. Both are refused: the user asked for a length the model cannot take.
     """
     found = _positions(config)
-    if found is None or cfg.data.max_length <= found[1]:
+    # task: seq2seq truncates sources and targets separately; the encoder and decoder share the positions limit.
+    keys = ("max_source_length", "max_target_length") if getattr(cfg, "task", None) == "seq2seq" else ("max_length",)
+    if found is None:
         return []
     name, positions = found
-    default = "" if "max_length" in cfg.data.model_fields_set else " (the default)"
-    fix = f"Set data.max_length: {positions} or less"
-    fix += f", or raise model.from_config.{name}." if cfg.model.from_config is not None else " (the model cannot attend further)."
-    return [f"{raw.where(('data', 'max_length'))}: {cfg.data.max_length} tokens{default}, but the model has only {positions} positions ({name}). {fix}"]
+    problems = []
+    for key in keys:
+        length = getattr(cfg.data, key)
+        if length <= positions:
+            continue
+        default = "" if key in cfg.data.model_fields_set else " (the default)"
+        fix = f"Set data.{key}: {positions} or less"
+        fix += f", or raise model.from_config.{name}." if cfg.model.from_config is not None else " (the model cannot attend further)."
+        problems.append(f"{raw.where(('data', key))}: {length} tokens{default}, but the model has only {positions} positions ({name}). {fix}")
+    return problems
 
 
 def _shape_problems(fields: dict[str, Any], config: Any, raw: RawConfig) -> list[str]:

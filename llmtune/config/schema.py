@@ -98,12 +98,23 @@ class HubDataSection(Section):
     revision: str | None = Field(None, description="Branch, tag or commit of the data set.")
 
 
+class ParallelFiles(Section):
+    """task: seq2seq: a line-aligned pair of plain-text files, one per side (how translation corpora ship)."""
+
+    source: str = Field(description="The source side, one example per line (e.g. train.en).")
+    target: str = Field(description="The target side, line i translating line i of source (e.g. train.fr).")
+
+
 class DataSection(Section):
     """Where the data comes from and how it is turned into model inputs."""
 
-    train_file: str | None = Field(None, description="Training data: .csv, .tsv, .json, .jsonl, .parquet or .txt.")
-    validation_file: str | None = Field(None, description="Evaluation data in the same format; or use validation_split.")
-    test_file: str | None = Field(None, description="Optional held-out data, scored once at the end as test_*.")
+    train_file: str | ParallelFiles | None = Field(
+        None,
+        description="Training data: .csv, .tsv, .json, .jsonl, .parquet or .txt; task: seq2seq also takes "
+        "{source: train.en, target: train.fr}, two line-aligned text files.",
+    )
+    validation_file: str | ParallelFiles | None = Field(None, description="Evaluation data in the same format; or use validation_split.")
+    test_file: str | ParallelFiles | None = Field(None, description="Optional held-out data, scored once at the end as test_*.")
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="Without a validation file: hold out this fraction of train (seeded, stratified by label)."
     )
@@ -119,6 +130,15 @@ class DataSection(Section):
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows (smoke runs).")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
     packing: bool = Field(True, description="Language modelling: concatenate texts and cut them into fixed max_length blocks (true) or keep one example per row (false; causal-lm batches them padding-free where the model allows).")
+    source_column: str = Field("source", description="task: seq2seq: column holding the input text (the sentence to translate, the document to summarize).")
+    target_column: str = Field("target", description="task: seq2seq: column holding the output text the model learns to write.")
+    source_prefix: str | None = Field(
+        None, description="task: seq2seq: text put before every source, e.g. 'translate English to French: ' for T5; null = none."
+    )
+    max_source_length: int = Field(128, gt=0, description="task: seq2seq: truncate sources to this many tokens (prefix included).")
+    max_target_length: int = Field(
+        128, gt=0, description="task: seq2seq: truncate targets to this many tokens; also the default generation.max_new_tokens."
+    )
 
     @model_validator(mode="after")
     def _sources(self) -> DataSection:
@@ -163,20 +183,76 @@ class RunConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _seq2seq_only_keys(self) -> RunConfig:
+        task = getattr(self, "task", None)
+        if task == "seq2seq":
+            return self
+        # Set for another task, these would silently do nothing: say so instead.
+        keys = [f"data.{k}" for k in SEQ2SEQ_DATA_KEYS if k in self.data.model_fields_set]
+        keys += [f"data.{k}" for k in ("train_file", "validation_file", "test_file") if isinstance(getattr(self.data, k), ParallelFiles)]
+        if keys:
+            what = f"task: {task}" if task else "this command"
+            them = "it" if len(keys) == 1 else "them"
+            raise ValueError(
+                f"{', '.join(keys)} only {'applies' if len(keys) == 1 else 'apply'} to task: seq2seq; remove {them} for {what} "
+                "(it reads one data file per split and data.text_column), or set task: seq2seq"
+            )
+        return self
+
 
 class FinetuneConfig(RunConfig):
-    """`llmtune finetune`: sequence classification or causal-LM fine-tuning."""
+    """`llmtune finetune`: sequence classification, causal-LM or sequence-to-sequence fine-tuning."""
 
     task: Literal[registry.task_names("finetune")] = Field(  # type: ignore[valid-type]  # the registry's finetune tasks
         registry.task_names("finetune")[0],
-        description="What to fine-tune for: classification (a sequence classifier) or causal-lm "
-        "(next-token prediction, e.g. GPT-2; reports token-weighted perplexity).",
+        description="What to fine-tune for: classification (a sequence classifier), causal-lm "
+        "(next-token prediction, e.g. GPT-2; reports token-weighted perplexity) or seq2seq (translation, "
+        "summarization: an encoder-decoder such as T5, BART or Marian; reports BLEU/chrF of generated text).",
     )
     metrics: list[str] = Field(
         list(registry.task("classification").default_metrics),
-        description="Reported on validation/test: accuracy, f1, precision, recall (binary average for 2 labels, macro otherwise). "
-        "Classification only.",
+        description="Reported on validation/test: accuracy, f1, precision, recall (binary average for 2 labels, macro otherwise) "
+        "for classification; bleu, chrf, rouge for seq2seq (default there: [bleu, chrf]). Not for causal-lm.",
     )
+    generation: dict[str, Any] = Field(
+        {},
+        description="task: seq2seq: how validation/test outputs are generated: any transformers.GenerationConfig field "
+        "(max_new_tokens defaults to data.max_target_length, decoding to greedy; num_beams: 4 for beam search). Saved as the "
+        "model's generation_config.json. Checked against GenerationConfig before the model loads.",
+    )
+
+    @model_validator(mode="after")
+    def _seq2seq_keys(self) -> FinetuneConfig:
+        if self.task != "seq2seq":
+            if "generation" in self.model_fields_set:
+                raise ValueError(f"generation only applies to task: seq2seq (it decodes the validation outputs); remove it for task: {self.task}")
+            return self
+        # Set explicitly, these keys would silently do nothing for a seq2seq model: say so instead.
+        unused = [f"data.{k}" for k in (*CLASSIFICATION_DATA_KEYS, "text_column", "max_length", "packing") if k in self.data.model_fields_set]
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by task: seq2seq; remove "
+                f"{'it' if len(unused) == 1 else 'them'} (it reads data.source_column and data.target_column, truncated to "
+                "data.max_source_length / data.max_target_length)"
+            )
+        if "metrics" not in self.model_fields_set:
+            self.metrics = list(SEQ2SEQ_DEFAULT_METRICS)
+        wrong = [m for m in self.metrics if m not in SEQ2SEQ_METRICS]
+        if wrong or not self.metrics:
+            raise ValueError(
+                f"metrics: {', '.join(wrong) or 'an empty list'}: task: seq2seq reports {', '.join(SEQ2SEQ_METRICS)}; "
+                f"choose among them (default {list(SEQ2SEQ_DEFAULT_METRICS)})"
+            )
+        if self.tokenizer.train is not None and self.tokenizer.train.type == "wordpiece":
+            raise ValueError(
+                "tokenizer.train.type: wordpiece has no end-of-sequence token, so a seq2seq model could not learn where "
+                "its output ends; use type: bpe (byte-level BPE)"
+            )
+        returned = self.generation.get("num_return_sequences")
+        if isinstance(returned, int) and returned > 1:
+            raise ValueError("generation.num_return_sequences: validation scores one output per source; remove it (or set 1)")
+        return self
 
     @model_validator(mode="after")
     def _causal_lm_keys(self) -> FinetuneConfig:
@@ -219,8 +295,10 @@ class EvalSection(Section):
     kind: Literal[("auto", *registry.eval_kinds())] = Field(  # type: ignore[valid-type]  # the registry's evaluation kinds
         "auto",
         description="auto = from the model's architectures (*ForSequenceClassification -> classification, "
-        "*ForCausalLM/*LMHeadModel -> causal-lm, *ForMaskedLM -> masked-lm); generation (BLEU/chrF/ROUGE of a causal or "
-        "encoder-decoder LM's completions against references) is never picked automatically.",
+        "*ForCausalLM/*LMHeadModel -> causal-lm, *ForMaskedLM -> masked-lm, *ForConditionalGeneration/*MTModel -> seq2seq: "
+        "BLEU/chrF/ROUGE of its outputs for data.source_column against data.target_column); generation (BLEU/chrF/ROUGE of a "
+        "causal or encoder-decoder LM's completions of data.prompt_column against data.reference_column) is never picked "
+        "automatically.",
     )
     split: Literal["validation", "test", "train"] = Field(
         "validation", description="Which data split to score: data.<split>_file, the Hub split, or the carved-out validation_split."
@@ -344,6 +422,10 @@ class PretrainMLMConfig(RunConfig):
 
 
 CLASSIFICATION_DATA_KEYS = ("label_column", "label_names", "text_pair_column")
+SEQ2SEQ_DATA_KEYS = ("source_column", "target_column", "source_prefix", "max_source_length", "max_target_length")
+# The seq2seq row of the task registry lists them; rouge reports rouge1, rouge2, rougeL and rougeLsum.
+SEQ2SEQ_METRICS = registry.task("seq2seq").metrics
+SEQ2SEQ_DEFAULT_METRICS = registry.task("seq2seq").default_metrics
 
 
 class GenerateConfig(Section):

@@ -60,13 +60,23 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     Writes generations.jsonl (prompt, reference, completion, completion_tokens, finish_reason per row) to
     output_dir when there is one.
     """
+    splits = load_eval_split(ctx.data, ctx.cfg.eval.split, ctx.seed)
+    prompts, references = prompt_reference_pairs(splits, ctx.data, ctx.cfg.eval.split)
+    return score(ctx, prompts, references)
+
+
+def score(ctx: Context, prompts: list[str], references: list[Any]) -> dict[str, Any]:
+    """Generate for each prompt with the `generation:` settings and score the outputs against the references.
+
+    Returns:
+        eval_bleu, eval_chrf, eval_rouge*, eval_mean_completion_tokens, eval_truncated_rate, their metrics_info,
+        num_examples, the generation settings and the generations.jsonl written to output_dir (when set).
+    """
     from llmtune import metrics as metrics_lib
     from llmtune.files import atomic_writer, write_jsonl
     from llmtune.generation import PromptTooLong, build_generation_config, generate_texts, load_generation_model
 
-    cfg, data, split = ctx.cfg, ctx.data, ctx.cfg.eval.split
-    splits = load_eval_split(data, split, ctx.seed)
-    prompts, references = prompt_reference_pairs(splits, data, split)
+    cfg, split = ctx.cfg, ctx.cfg.eval.split
     model, tokenizer = load_generation_model(cfg.model, cfg.tokenizer)  # a causal LM, or an encoder-decoder (T5, BART...)
     generation_config = build_generation_config(model, tokenizer, cfg.generation)
     try:

@@ -38,6 +38,7 @@ class Task:
         collator: the task module's function `(cfg, model, tokenizer, splits) -> (collator, run-time training defaults)`;
             the run-time defaults (those that depend on the loaded model) are only set where `training:` leaves them.
         trainer_class: the Trainer class that trains it, as "module:Class" (transformers.Trainer or a subclass).
+        arguments_class: the TrainingArguments class its Trainer takes, as "module:Class".
         training_defaults: TrainingArguments values the task needs, under the user's `training:` and over the machine's
             defaults; `load_config` builds the run's TrainingArguments with them, so a conflict fails validation.
     """
@@ -59,6 +60,7 @@ class Task:
     collator: str
     trainer_class: str
     training_defaults: tuple[tuple[str, Any], ...] = ()
+    arguments_class: str = "transformers:TrainingArguments"
 
     def load(self) -> Any:
         """The task module (imported now)."""
@@ -71,6 +73,11 @@ class Task:
     def trainer(self) -> Any:
         """The Trainer class (imports transformers)."""
         module, _, name = self.trainer_class.partition(":")
+        return getattr(import_module(module), name)
+
+    def arguments(self) -> Any:
+        """The TrainingArguments class (imports transformers)."""
+        module, _, name = self.arguments_class.partition(":")
         return getattr(import_module(module), name)
 
     def model_class(self) -> Any:
@@ -152,6 +159,29 @@ TASKS: tuple[Task, ...] = (
         # The masking collator reads offset_mapping / special_tokens_mask, which Trainer would drop.
         training_defaults=(("remove_unused_columns", False),),
     ),
+    Task(
+        name="seq2seq",
+        command="finetune",
+        schema="FinetuneConfig",
+        module="llmtune.tasks.seq2seq",
+        auto_class="AutoModelForSeq2SeqLM",
+        head_mapping="MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+        # T5ForConditionalGeneration, BartForConditionalGeneration, MarianMTModel.
+        architectures=("ForConditionalGeneration", "MTModel"),
+        words="a sequence-to-sequence model",
+        eval_kind="seq2seq",
+        # The Hub's tag for encoder-decoder text models (transformers 5 has no such pipeline; model card metadata only).
+        pipeline_tag="text2text-generation",
+        metrics=("bleu", "chrf", "rouge"),
+        default_metrics=("bleu", "chrf"),
+        inference="generate",
+        prepare_data="prepare_data",
+        collator="collator",
+        # Seq2SeqTrainer with llmtune's seeded length grouping; evaluation generates (predict_with_generate).
+        trainer_class="llmtune.batching:Seq2SeqLengthGroupedTrainer",
+        training_defaults=(("train_sampling_strategy", "group_by_length"), ("predict_with_generate", True)),
+        arguments_class="transformers:Seq2SeqTrainingArguments",
+    ),
 )
 
 
@@ -189,8 +219,11 @@ EVALUATIONS: tuple[Evaluation, ...] = (
     Evaluation("classification", "llmtune.evaluation.classification", "classification"),
     Evaluation("causal-lm", "llmtune.evaluation.causal_lm", "causal-lm"),
     Evaluation("masked-lm", "llmtune.evaluation.masked_lm", "masked-lm"),
-    # BLEU/chrF of a causal LM's completions: needs references, so it is never chosen from the architecture.
+    # BLEU/chrF/ROUGE of a causal (or encoder-decoder) LM's completions of data.prompt_column against
+    # data.reference_column: needs references, so it is never chosen from the architecture.
     Evaluation("generation", "llmtune.evaluation.generation", "causal-lm", automatic=False, metrics=("bleu", "chrf", "rouge")),
+    # The same scores for a seq2seq model, on data read as task: seq2seq trains (source/target columns or file pairs).
+    Evaluation("seq2seq", "llmtune.evaluation.seq2seq", "seq2seq"),
 )
 
 
