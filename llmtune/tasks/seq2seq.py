@@ -188,7 +188,10 @@ def scratch_init_std(fields: dict[str, Any]) -> float | None:
     """
     from transformers import AutoConfig
 
-    defaults = AutoConfig.for_model(fields["model_type"])
+    try:
+        defaults = AutoConfig.for_model(fields["model_type"])
+    except (ValueError, KeyError):
+        return None  # an unknown model_type: load_model says so, with the fix
     d_model = fields.get("d_model", getattr(defaults, "d_model", None))
     if not hasattr(defaults, "init_std") or not d_model:
         return None
