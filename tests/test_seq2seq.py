@@ -187,3 +187,28 @@ def test_resume_continues_a_seq2seq_run_with_its_saved_tokenizer(tmp_path: Path)
     assert tokenizer.get_vocab() == vocabulary
     ids = tokenizer("Le chat.")["input_ids"]
     assert ids[-1] == tokenizer.eos_token_id and ids[-2] != tokenizer.eos_token_id  # one EOS, not one per resume
+
+
+
+@pytest.mark.parametrize("init_std", [None, 0.02])
+def test_a_bart_from_config_translates_each_source(tmp_path: Path, init_std: float | None) -> None:
+    """Regression: a BART from config kept transformers' init_std 0.02 and wrote one output for every source.
+
+    llmtune now starts BART-family weights at d_model ** -0.5: after the tiny config's 40 steps, its 8
+    validation predictions differ. Setting init_std: 0.02 back in model.from_config (a value there wins
+    over llmtune's) brings the one-sentence-for-all output back, which shows the check can fail.
+    """
+    config = tiny_seq2seq_config(tmp_path)
+    overrides = [] if init_std is None else [f"model.from_config.init_std={init_std}"]
+    result = invoke("finetune", str(config), *overrides)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    saved = json.loads((run / "config.json").read_text())
+    predictions = [json.loads(line)["prediction"] for line in (run / "eval_predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 8
+    if init_std is None:
+        assert saved["init_std"] == pytest.approx(TINY_BART["d_model"] ** -0.5)
+        assert len(set(predictions)) >= 5, predictions
+    else:
+        assert saved["init_std"] == 0.02
+        assert len(set(predictions)) == 1, predictions
