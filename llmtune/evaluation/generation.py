@@ -65,8 +65,8 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     return score(ctx, prompts, references)
 
 
-def score(ctx: Context, prompts: list[str], references: list[Any]) -> dict[str, Any]:
-    """Generate for each prompt with the `generation:` settings and score the outputs against the references.
+def score(ctx: Context, prompts: list[str], references: list[Any], settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Generate for each prompt with the `generation:` settings (or `settings`) and score the outputs against the references.
 
     Returns:
         eval_bleu, eval_chrf, eval_rouge*, eval_mean_completion_tokens, eval_truncated_rate, their metrics_info,
@@ -78,7 +78,8 @@ def score(ctx: Context, prompts: list[str], references: list[Any]) -> dict[str, 
 
     cfg, split = ctx.cfg, ctx.cfg.eval.split
     model, tokenizer = load_generation_model(cfg.model, cfg.tokenizer)  # a causal LM, or an encoder-decoder (T5, BART...)
-    generation_config = build_generation_config(model, tokenizer, cfg.generation)
+    requested = cfg.generation if settings is None else settings
+    generation_config = build_generation_config(model, tokenizer, requested)
     try:
         results = generate_texts(model, tokenizer, prompts, generation_config, cfg.eval.batch_size, cfg.stop)
     except PromptTooLong as exc:
@@ -93,7 +94,7 @@ def score(ctx: Context, prompts: list[str], references: list[Any]) -> dict[str, 
         "max_new_tokens": generation_config.max_new_tokens,
         "do_sample": bool(generation_config.do_sample),  # None in transformers 5 means the default, off
         "num_beams": generation_config.num_beams or 1,
-        **cfg.generation,
+        **requested,
         "stop": cfg.stop,
         "seed": ctx.seed,
     }

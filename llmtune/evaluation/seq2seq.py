@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmtune.evaluation import generation
-from llmtune.evaluation.common import Context, load_eval_split
+from llmtune.evaluation.common import Context, load_eval_split, saved_run
 
 
 def metric_names(model_config: Any, metrics: list[str] | None = None) -> list[str]:
@@ -32,4 +32,19 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     check_texts(splits, data)
     prefix = data.source_prefix or ""
     sources = [prefix + text for text in splits[split][data.source_column]]
-    return generation.score(ctx, sources, list(splits[split][data.target_column]))
+    return generation.score(ctx, sources, list(splits[split][data.target_column]), decoding(ctx))
+
+
+def decoding(ctx: Context) -> dict[str, Any]:
+    """The generation settings: the config's `generation:`, else those the run was trained (and scored) with.
+
+    As in training (`llmtune.tasks.seq2seq.build_generation_config`), max_new_tokens defaults to
+    data.max_target_length, so `llmtune evaluate --model RUN` writes what the run's own evaluation wrote.
+    """
+    if "generation" in ctx.cfg.model_fields_set:
+        settings = dict(ctx.cfg.generation)
+    else:
+        settings = dict(saved_run(ctx.cfg).get("generation") or {})
+    if "max_new_tokens" not in settings and "max_length" not in settings:
+        settings["max_new_tokens"] = ctx.data.max_target_length
+    return settings
