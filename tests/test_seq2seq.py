@@ -108,7 +108,7 @@ def test_seq2seq_end_to_end(tmp_path: Path) -> None:
         assert tokenizer.decode(ids[0], skip_special_tokens=True).strip() == row["prediction"]
 
 
-def test_evaluate_scores_a_seq2seq_run_on_its_data_as_training_did(tmp_path: Path) -> None:
+def test_evaluate_and_generate_reproduce_a_seq2seq_runs_predictions(tmp_path: Path) -> None:
     """`llmtune evaluate --model RUN` picks the seq2seq kind from the architecture and reads the run's data (its
     llmtune.yaml): the outputs are training's validation predictions; the training config and parallel files work too."""
     config = tiny_seq2seq_config(tmp_path, max_steps=24)
@@ -126,6 +126,12 @@ def test_evaluate_scores_a_seq2seq_run_on_its_data_as_training_did(tmp_path: Pat
     assert [row["completion"].strip() for row in generations] == predictions
     assert scored["eval_bleu"] == pytest.approx(trained["eval_bleu"], abs=1e-9)
     assert scored["eval_chrf"] == pytest.approx(trained["eval_chrf"], abs=1e-9)
+
+    # llmtune generate on the run's directory, the sources on stdin: the same outputs again.
+    sources = [json.loads(line)["source"] for line in (tmp_path / "dev.jsonl").read_text().splitlines()]
+    result = invoke("generate", "--model", str(run), "--input", "-", "generation.max_new_tokens=12", stdin="".join(f"{t}\n" for t in sources))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert [json.loads(line)["completion"].strip() for line in result.stdout.splitlines()] == predictions
 
     # The training config itself, on the train split: a {source, target} pair of text files, ROUGE chosen by metrics:.
     result = invoke("evaluate", str(config), "--model", str(run), "eval.split=train", "metrics=[bleu, rouge]")
