@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_config
+from conftest import REPO, write_config
 from llmtune.cli import app
 from llmtune.config import load_config
 from llmtune.errors import ConfigError, UserError
@@ -274,3 +274,19 @@ def test_commands_with_optional_config_need_a_config_or_a_model(command: str) ->
     result = runner.invoke(app, [command, "generation.max_new_tokens=5"])
     assert result.exit_code == 2
     assert f"{command} needs a CONFIG file or --model DIR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "accelerate" and "training:" in p.read_text()),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_a_saved_llmtune_yaml_loads_again(path: Path, tmp_path: Path) -> None:
+    """The resolved config a run saves (every key written, defaults included) is itself a valid config of the command."""
+    from llmtune.config import infer_command, read_yaml, save_config
+
+    command = infer_command(read_yaml(path).data)
+    cfg = load_config(command, path, check_model=False, on_this_machine=False)
+    save_config(cfg, tmp_path / "llmtune.yaml")
+    again = load_config(command, tmp_path / "llmtune.yaml", check_model=False, on_this_machine=False)
+    assert again.model_dump(mode="json") == cfg.model_dump(mode="json")

@@ -14,6 +14,20 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from llmtune.tasks import registry
 
 
+def changed(section: BaseModel, keys: tuple[str, ...]) -> list[str]:
+    """The `keys` of `section` set to something other than their default.
+
+    A key written with its default value changes nothing, and a saved llmtune.yaml writes every key: such a
+    file must load again (`llmtune finetune runs/x/llmtune.yaml`), so checks of keys that do not apply to a
+    task look at what is set to a value of its own.
+    """
+    fields = type(section).model_fields
+    return [
+        key for key in keys
+        if key in section.model_fields_set and getattr(section, key) != fields[key].get_default(call_default_factory=True)
+    ]
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored."""
 
@@ -189,7 +203,7 @@ class RunConfig(Section):
         if task == "seq2seq":
             return self
         # Set for another task, these would silently do nothing: say so instead.
-        keys = [f"data.{k}" for k in SEQ2SEQ_DATA_KEYS if k in self.data.model_fields_set]
+        keys = [f"data.{k}" for k in changed(self.data, SEQ2SEQ_DATA_KEYS)]
         keys += [f"data.{k}" for k in ("train_file", "validation_file", "test_file") if isinstance(getattr(self.data, k), ParallelFiles)]
         if keys:
             what = f"task: {task}" if task else "this command"
@@ -225,11 +239,11 @@ class FinetuneConfig(RunConfig):
     @model_validator(mode="after")
     def _seq2seq_keys(self) -> FinetuneConfig:
         if self.task != "seq2seq":
-            if "generation" in self.model_fields_set:
+            if changed(self, ("generation",)):
                 raise ValueError(f"generation only applies to task: seq2seq (it decodes the validation outputs); remove it for task: {self.task}")
             return self
         # Set explicitly, these keys would silently do nothing for a seq2seq model: say so instead.
-        unused = [f"data.{k}" for k in (*CLASSIFICATION_DATA_KEYS, "text_column", "max_length", "packing") if k in self.data.model_fields_set]
+        unused = [f"data.{k}" for k in changed(self.data, (*CLASSIFICATION_DATA_KEYS, "text_column", "max_length", "packing"))]
         if unused:
             raise ValueError(
                 f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by task: seq2seq; remove "
@@ -259,8 +273,8 @@ class FinetuneConfig(RunConfig):
         if registry.task(self.task).metrics:
             return self
         # Set explicitly, these keys would silently do nothing for a language model: say so instead.
-        label_only = ["metrics"] if "metrics" in self.model_fields_set else []
-        label_only += [f"data.{k}" for k in CLASSIFICATION_DATA_KEYS if k in self.data.model_fields_set]
+        label_only = list(changed(self, ("metrics",)))
+        label_only += [f"data.{k}" for k in changed(self.data, CLASSIFICATION_DATA_KEYS)]
         if label_only:
             raise ValueError(
                 f"{', '.join(label_only)} only apply to task: classification; remove them for task: causal-lm "
