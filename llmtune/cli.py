@@ -342,4 +342,7 @@ def main() -> None:
     logger = logging.getLogger("llmtune")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # Only this handler prints llmtune's lines: a library that gives the root logger a handler of its own (absl,
+    # imported by rouge-score) would otherwise print each of them a second time in its format.
+    logger.propagate = False
     app()
