@@ -112,7 +112,7 @@ def test_label_only_keys_are_rejected_for_causal_lm(tmp_path: Path) -> None:
     from llmtune.config import load_config
     from llmtune.errors import ConfigError
 
-    cfg = tiny_causal_config(SHAKESPEARE, tmp_path / "run", label_column="label")
+    cfg = tiny_causal_config(SHAKESPEARE, tmp_path / "run", label_column="sentiment")
     cfg["metrics"] = ["accuracy"]
     with pytest.raises(ConfigError) as exc:
         load_config("finetune", write_config(tmp_path / "c.yaml", cfg))
