@@ -421,9 +421,9 @@ def run_first_step(spec: dict) -> dict:
             cfg = load_config("finetune", spec["config_file"], spec["overrides"], flags={"overwrite": True})
         else:
             cfg = load_config("finetune", None, [], base=spec["config"], flags={"overwrite": True})
-        from llmtune.tasks import finetune
+        from llmtune.tasks import registry
 
-        finetune.run(cfg)
+        registry.task_for_config(cfg).load().run(cfg)
         raise RuntimeError("training ended before its first step")
     from datasets import load_dataset
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
