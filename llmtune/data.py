@@ -489,27 +489,23 @@ def read_text_lines(path: str | Path, key: str) -> list[str]:
     Raises:
         DataError: a missing or empty file, bad UTF-8 or an empty line, naming the key, file and line.
     """
+    from llmtune.inputs import decoded_lines
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{key}: file not found: {path}. Fix the path (relative paths in a config resolve against the config's folder).")
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line
-    if not lines:
-        raise DataError(f"{key}: {path} is empty; it needs one example per line.")
     out = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            text = line.removesuffix(b"\r").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{key}: {path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start}). Save the file as UTF-8.") from None
-        if not text.strip():
-            # An empty line is usually a sentence lost in alignment; skipping it would shift every later pair.
-            raise DataError(
-                f"{key}: {path}, line {number}: empty line; every line needs text. Delete it together with the same line of the other side's file."
-            )
-        out.append(text)
+    with path.open("rb") as stream:
+        for number, line in decoded_lines(stream, f"{key}: {path}"):
+            text = line.removesuffix("\n").removesuffix("\r")
+            if not text.strip():
+                # An empty line is usually a sentence lost in alignment; skipping it would shift every later pair.
+                raise DataError(
+                    f"{key}: {path}, line {number}: empty line; every line needs text. Delete it together with the same line of the other side's file."
+                )
+            out.append(text)
+    if not out:
+        raise DataError(f"{key}: {path} is empty; it needs one example per line.")
     return out
 
 

@@ -738,7 +738,7 @@ CASES: list[Case] = [
     Case(
         "seq2seq-parallel-file-bad-utf8",
         seq2seq_case(files={"train.fr": lines(toy_pairs(2, seed=1), 1) + b"Le chat \xff.\n" + lines(toy_pairs(61, seed=5), 1)}),
-        ["data.train_file.target:", "train.fr, line 3: not valid UTF-8", "Save the file as UTF-8"],
+        ["data.train_file.target:", "train.fr, line 3: byte 9 of the line (0xff) is not valid UTF-8", "Re-encode the file as UTF-8"],
     ),
     Case("seq2seq-parallel-file-missing", seq2seq_case(files={"train.fr": None}), ["data.train_file.target: file not found", "train.fr"]),
     Case(
