@@ -206,8 +206,9 @@ def run_llmtune(spec: dict) -> dict:
     runs.make_trainer = timed_make_trainer  # the tasks call runs.make_trainer through the module
     command = "pretrain-mlm" if spec["kind"] == "mlm" else "finetune"
     cfg = load_config(command, None, [], base=spec["config"], flags={"overwrite": True})
-    task = __import__(f"llmtune.tasks.{'pretrain_mlm' if command == 'pretrain-mlm' else 'finetune'}", fromlist=["run"])
-    metrics = task.run(cfg)
+    from llmtune.tasks import registry
+
+    metrics = registry.task_for_config(cfg).load().run(cfg)
     out = result["timer"].result()
     out.update(peak_memory(spec["device"]))
     out["eval"] = {k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
