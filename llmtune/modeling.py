@@ -61,8 +61,8 @@ def _is_model_class(cls: Any) -> bool:
     return isinstance(cls, type) and (issubclass(cls, PreTrainedModel) or hasattr(cls, "_model_mapping"))
 
 
-def _adapter_config(path: Path) -> dict[str, Any]:
-    """The adapter dir's adapter_config.json as a mapping, or a UserError naming the file, the problem and the fix."""
+def _adapter_config(path: Path, key: str) -> dict[str, Any]:
+    """The adapter dir's adapter_config.json as a mapping, or a UserError naming `key`, the file, the problem and the fix."""
     import json
 
     file = path / ADAPTER_CONFIG
@@ -70,12 +70,12 @@ def _adapter_config(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise UserError(f"{file}: not UTF-8 text (byte {exc.start}). {remedy}") from exc
+        raise UserError(f"{key}: {file}: not UTF-8 text (byte {exc.start}). {remedy}") from exc
     except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). {remedy}") from exc
+        raise UserError(f"{key}: {file}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). {remedy}") from exc
     base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
     if not isinstance(base, str) or not base:
-        raise UserError(f"{file}: no base_model_name_or_path, so the base model the adapter applies to is unknown. {remedy}")
+        raise UserError(f"{key}: {file}: no base_model_name_or_path, so the base model the adapter applies to is unknown. {remedy}")
     return data
 
 
@@ -114,7 +114,7 @@ def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_o
     from transformers import AutoConfig
 
     folder = Path(path).expanduser()
-    adapter = _adapter_config(folder)
+    adapter = _adapter_config(folder, key)
     base = adapter["base_model_name_or_path"]
     try:
         from peft import PeftModel

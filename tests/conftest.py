@@ -183,7 +183,9 @@ LORA_TEST_TARGETS = {"bert": ["query", "value"], "gpt2": ["c_attn"], "bart": ["q
 LORA_AUTO_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "CAUSAL_LM": "AutoModelForCausalLM", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
 
 
-def lora_adapter_dir(path: Path, base_dir: Path, task_type: str, merged_dir: Path | None = None, r: int = 4, seed: int = 0) -> Path:
+def lora_adapter_dir(
+    path: Path, base_dir: Path, task_type: str, merged_dir: Path | None = None, r: int = 4, seed: int = 0, **base_kwargs: object
+) -> Path:
     """Save a LoRA adapter dir as a llmtune LoRA run writes one (issue 11's contract), built directly with peft.
 
     The base is `base_dir` (a saved model folder, loaded with the task's AutoModelFor... class), so the
@@ -199,6 +201,7 @@ def lora_adapter_dir(path: Path, base_dir: Path, task_type: str, merged_dir: Pat
         merged_dir: where to save the merged model too, or None.
         r: the LoRA rank.
         seed: torch seed for the random LoRA weights.
+        base_kwargs: for the base's from_pretrained, e.g. num_labels=3, ignore_mismatched_sizes=True (a new head).
     """
     import torch
     import transformers
@@ -206,7 +209,7 @@ def lora_adapter_dir(path: Path, base_dir: Path, task_type: str, merged_dir: Pat
     from transformers import AutoTokenizer
 
     base_dir = Path(base_dir).resolve()
-    base = getattr(transformers, LORA_AUTO_CLASSES[task_type]).from_pretrained(base_dir)
+    base = getattr(transformers, LORA_AUTO_CLASSES[task_type]).from_pretrained(base_dir, **base_kwargs)
     config = LoraConfig(
         task_type=task_type, r=r, lora_alpha=2 * r, target_modules=LORA_TEST_TARGETS[base.config.model_type], init_lora_weights=False
     )

@@ -139,3 +139,14 @@ def test_an_adapter_dir_without_peft_says_how_to_install_it(classifier: dict, mo
     assert "Traceback" not in result.stderr
     # The merged dir is a plain model folder: it needs no peft.
     assert len(_predict(classifier["merged"], ["a good film"])) == 1
+
+
+def test_a_base_whose_head_differs_gets_the_adapters_head(tmp_path: Path) -> None:
+    """A run that put a 3-label head on a 2-label base: the base's head is dropped, the adapter's (modules_to_save) used."""
+    texts = [text for text, _ in sentiment_rows(12, seed=6)]
+    base = tiny_classifier_dir(tmp_path / "base", ["no", "yes"], texts)
+    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {name: i for i, name in enumerate(LABELS)}}
+    adapter = lora_adapter_dir(tmp_path / "run", base, "SEQ_CLS", merged_dir=tmp_path / "run" / "merged", ignore_mismatched_sizes=True, **labels)
+    rows, merged = _predict(adapter, texts), _predict(adapter / "merged", texts)
+    assert all(set(row["probabilities"]) == set(LABELS) for row in rows)
+    assert [row["probabilities"] for row in rows] == [pytest.approx(row["probabilities"], abs=1e-5) for row in merged]
