@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, invoke, lora_adapter_dir, sentiment_rows, tiny_classifier_dir, tiny_gpt2_dir, write_tsv
+from conftest import (
+    REPO,
+    invoke,
+    lora_adapter_dir,
+    sentiment_rows,
+    tiny_classification_config,
+    tiny_classifier_dir,
+    tiny_gpt2_dir,
+    write_config,
+    write_tsv,
+)
 from llmtune.modeling import is_adapter_dir
 
 LABELS = ["negative", "neutral", "positive"]
@@ -99,6 +109,15 @@ def test_evaluate_classification_on_adapter_and_merged_dirs(classifier: dict) ->
     assert adapter["eval_loss"] == pytest.approx(merged["eval_loss"], abs=1e-5)
     assert adapter["eval_accuracy"] == merged["eval_accuracy"]
     assert adapter["confusion_matrix"] == merged["confusion_matrix"]
+
+
+def test_evaluate_a_training_config_on_its_adapter_dir(classifier: dict, tmp_path: Path) -> None:
+    """`llmtune evaluate TRAIN_CONFIG --model ADAPTER_DIR`: the config's task (classification) matches the adapter dir's head."""
+    config = write_config(tmp_path / "train.yaml", tiny_classification_config(classifier["dev"], classifier["dev"], tmp_path / "out"))
+    adapter = _json(invoke("evaluate", str(config), "--model", str(classifier["adapter"])))
+    merged = _json(invoke("evaluate", str(config), "--model", str(classifier["merged"])))
+    assert adapter["kind"] == "classification" and adapter["num_examples"] == len(classifier["rows"])
+    assert adapter["eval_loss"] == pytest.approx(merged["eval_loss"], abs=1e-5)
 
 
 def _generate(model: Path, *extra: str) -> list[str]:
