@@ -117,7 +117,7 @@ def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_o
     adapter = _adapter_config(folder, key)
     base = adapter["base_model_name_or_path"]
     try:
-        from peft import PeftModel
+        from peft import PeftModel, load_peft_weights
     except ImportError as exc:
         raise UserError(
             f"{key}: {path} is a LoRA adapter dir ({ADAPTER_CONFIG}); loading it needs peft: pip install peft "
@@ -134,15 +134,28 @@ def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_o
         options["config"] = from_pretrained(AutoConfig, key, str(folder), trust_remote_code=kwargs.get("trust_remote_code", False))
         options["ignore_mismatched_sizes"] = True
     try:
-        model = auto_cls.from_pretrained(base, **options)
+        model, info = auto_cls.from_pretrained(base, output_loading_info=True, **options)
     except (OSError, ValueError) as exc:
         cause = _unreachable(f"{folder / ADAPTER_CONFIG}: base_model_name_or_path", base, exc)
         raise UserError(f"{key}: {path} is a LoRA adapter dir; its base model cannot be loaded: {cause} Or load the run's merged/ folder.") from exc
     try:
-        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    except (OSError, ValueError, RuntimeError) as exc:
+        adapted = PeftModel.from_pretrained(model, str(folder))
+        restored = set(load_peft_weights(str(folder)))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        # KeyError: peft found no weight for a module the adapter config names (a damaged adapter_model file).
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{key}: cannot apply the LoRA adapter in {path} to its base model {base}: {detail}") from exc
+    # Weights the base lacks (a new head) or has in another shape are drawn at random by from_pretrained;
+    # only the adapter's own copies (modules_to_save) make them the trained ones. Any left random would
+    # give different answers on every load, so that is refused.
+    random = sorted(k for k in info["missing_keys"] | {m[0] for m in info["mismatched_keys"]} if f"base_model.model.{k}" not in restored)
+    if random:
+        shown = ", ".join(random[:4]) + (f" and {len(random) - 4} more" if len(random) > 4 else "")
+        raise UserError(
+            f"{key}: {path} is a LoRA adapter dir whose base model {base} lacks weights the adapter does not hold either "
+            f"({shown}): they would be random. Load the run's merged/ folder, which holds every weight."
+        )
+    merged = adapted.merge_and_unload()
     # The merged model answers to the adapter dir, as a model loaded from a folder answers to that folder.
     merged.name_or_path = merged.config.name_or_path = str(path)
     return merged
