@@ -109,7 +109,8 @@ def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_o
         The merged model (a plain transformers model, no peft wrapper).
 
     Raises:
-        UserError: peft is not installed, adapter_config.json is unreadable, or the base model cannot be loaded.
+        UserError: peft is not installed, adapter_config.json is unreadable, the base model cannot be loaded,
+            the adapter does not fit it, or the base lacks weights (e.g. a new head) the adapter does not hold.
     """
     from transformers import AutoConfig
 
@@ -148,9 +149,9 @@ def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_o
     # Weights the base lacks (a new head) or has in another shape are drawn at random by from_pretrained;
     # only the adapter's own copies (modules_to_save) make them the trained ones. Any left random would
     # give different answers on every load, so that is refused.
-    random = sorted(k for k in info["missing_keys"] | {m[0] for m in info["mismatched_keys"]} if f"base_model.model.{k}" not in restored)
-    if random:
-        shown = ", ".join(random[:4]) + (f" and {len(random) - 4} more" if len(random) > 4 else "")
+    unrestored = sorted(k for k in info["missing_keys"] | {m[0] for m in info["mismatched_keys"]} if f"base_model.model.{k}" not in restored)
+    if unrestored:
+        shown = ", ".join(unrestored[:4]) + (f" and {len(unrestored) - 4} more" if len(unrestored) > 4 else "")
         raise UserError(
             f"{key}: {path} is a LoRA adapter dir whose base model {base} lacks weights the adapter does not hold either "
             f"({shown}): they would be random. Load the run's merged/ folder, which holds every weight."
@@ -159,6 +160,7 @@ def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_o
     # The merged model answers to the adapter dir, as a model loaded from a folder answers to that folder.
     merged.name_or_path = merged.config.name_or_path = str(path)
     return merged
+
 
 # tokenizers' default for BertWordPieceTokenizer: at most this many distinct characters start the vocabulary.
 WORDPIECE_ALPHABET_LIMIT = 1000

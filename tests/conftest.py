@@ -180,7 +180,12 @@ def is_png(path: Path) -> bool:
 
 # The attention projections LoRA wraps in the tiny test models, per peft task type's usual architecture here.
 LORA_TEST_TARGETS = {"bert": ["query", "value"], "gpt2": ["c_attn"], "bart": ["q_proj", "v_proj"], "t5": ["q", "v"]}
-LORA_AUTO_CLASSES = {"SEQ_CLS": "AutoModelForSequenceClassification", "CAUSAL_LM": "AutoModelForCausalLM", "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM"}
+LORA_AUTO_CLASSES = {
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "CAUSAL_LM": "AutoModelForCausalLM",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+    "MASKED_LM": "AutoModelForMaskedLM",  # peft has no task type for it: a plain PeftModel (task_type None)
+}
 
 
 def lora_adapter_dir(
@@ -197,7 +202,7 @@ def lora_adapter_dir(
     Args:
         path: the adapter dir to write.
         base_dir: the base model folder (e.g. from `tiny_classifier_dir` / `tiny_gpt2_dir`).
-        task_type: peft's task type: "SEQ_CLS", "CAUSAL_LM" or "SEQ_2_SEQ_LM".
+        task_type: peft's task type: "SEQ_CLS", "CAUSAL_LM" or "SEQ_2_SEQ_LM"; or "MASKED_LM" (peft's task_type None).
         merged_dir: where to save the merged model too, or None.
         r: the LoRA rank.
         seed: torch seed for the random LoRA weights.
@@ -211,7 +216,7 @@ def lora_adapter_dir(
     base_dir = Path(base_dir).resolve()
     base = getattr(transformers, LORA_AUTO_CLASSES[task_type]).from_pretrained(base_dir, **base_kwargs)
     config = LoraConfig(
-        task_type=task_type, r=r, lora_alpha=2 * r, target_modules=LORA_TEST_TARGETS[base.config.model_type], init_lora_weights=False
+        task_type=None if task_type == "MASKED_LM" else task_type, r=r, lora_alpha=2 * r, target_modules=LORA_TEST_TARGETS[base.config.model_type], init_lora_weights=False
     )
     torch.manual_seed(seed)
     model = get_peft_model(base, config)

@@ -169,3 +169,29 @@ def test_a_base_whose_head_differs_gets_the_adapters_head(tmp_path: Path) -> Non
     rows, merged = _predict(adapter, texts), _predict(adapter / "merged", texts)
     assert all(set(row["probabilities"]) == set(LABELS) for row in rows)
     assert [row["probabilities"] for row in rows] == [pytest.approx(row["probabilities"], abs=1e-5) for row in merged]
+
+
+def test_evaluate_a_masked_lm_adapter_dir_equals_the_merged_dir(tmp_path: Path) -> None:
+    """pretrain-mlm's LoRA output (peft task_type None): the fixed-mask perplexity is the merged model's."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from llmtune.config.schema import TokenizerTrainSection
+    from llmtune.modeling import train_tokenizer
+
+    texts = [text for text, _ in sentiment_rows(40, seed=7)]
+    (tmp_path / "dev.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    tokenizer = train_tokenizer(TokenizerTrainSection(type="wordpiece", vocab_size=200, min_frequency=1), texts, 32)
+    config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, architectures=["BertForMaskedLM"])
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    adapter = lora_adapter_dir(tmp_path / "run", tmp_path / "base", "MASKED_LM", merged_dir=tmp_path / "run" / "merged")
+    args = [f"data.validation_file={tmp_path / 'dev.txt'}", "data.max_length=32"]
+    scores = {name: _json(invoke("evaluate", "--model", str(path), *args)) for name, path in
+              (("adapter", adapter), ("merged", adapter / "merged"), ("base", tmp_path / "base"))}
+    assert scores["adapter"]["kind"] == "masked-lm"
+    assert scores["adapter"]["eval_scored_tokens"] == scores["merged"]["eval_scored_tokens"] > 0
+    assert scores["adapter"]["eval_perplexity"] == pytest.approx(scores["merged"]["eval_perplexity"], rel=1e-5)
+    assert abs(scores["adapter"]["eval_perplexity"] - scores["base"]["eval_perplexity"]) > 1e-3
