@@ -30,11 +30,136 @@ def _unreachable(key: str, name: str, exc: Exception) -> UserError:
 
 
 def from_pretrained(cls: Any, key: str, name: str, **kwargs: Any) -> Any:
-    """Call `cls.from_pretrained(name, **kwargs)`, turning 'not found / offline' into a UserError naming `key`."""
+    """Call `cls.from_pretrained(name, **kwargs)`, turning 'not found / offline' into a UserError naming `key`.
+
+    A model class asked for a LoRA adapter dir (`is_adapter_dir`) gets the merged model of `load_adapter_model`,
+    so every command that loads a model through here (evaluate, predict, generate) takes an adapter dir as it
+    takes a full model dir; a config or tokenizer is read from the adapter dir's own files as from any folder.
+    """
+    if is_adapter_dir(name) and _is_model_class(cls):
+        return load_adapter_model(cls, name, key=key, **kwargs)
     try:
         return cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
         raise _unreachable(key, name, exc) from exc
+
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """Whether `path` is a local folder holding a PEFT adapter (an `adapter_config.json`), as a LoRA run's output_dir does."""
+    return (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+
+
+def _is_model_class(cls: Any) -> bool:
+    """Whether `cls` loads model weights: a PreTrainedModel subclass or an `AutoModel...` factory (not a config or tokenizer)."""
+    from transformers import PreTrainedModel
+
+    # The AutoModel... factories are no PreTrainedModel subclasses; they are the auto classes with a model mapping.
+    return isinstance(cls, type) and (issubclass(cls, PreTrainedModel) or hasattr(cls, "_model_mapping"))
+
+
+def _adapter_config(path: Path, key: str) -> dict[str, Any]:
+    """The adapter dir's adapter_config.json as a mapping, or a UserError naming `key`, the file, the problem and the fix."""
+    import json
+
+    file = path / ADAPTER_CONFIG
+    remedy = "Save the adapter again with peft's save_pretrained, or load the run's merged/ folder instead."
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{key}: {file}: not UTF-8 text (byte {exc.start}). {remedy}") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{key}: {file}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). {remedy}") from exc
+    base = data.get("base_model_name_or_path") if isinstance(data, dict) else None
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{key}: {file}: no base_model_name_or_path, so the base model the adapter applies to is unknown. {remedy}")
+    return data
+
+
+def _missing_local_base(base: str) -> bool:
+    """Whether `base` names a local folder (absolute, ./, ../ or ~ path: not a Hub id) that is not there."""
+    looks_local = base.startswith(("/", "./", "../", "~")) or Path(base).is_absolute()
+    return looks_local and not Path(base).expanduser().is_dir()
+
+
+def load_adapter_model(auto_cls: Any, path: str | Path, key: str = "model.name_or_path", **kwargs: Any) -> Any:
+    """Load a LoRA adapter dir as one plain model: the base model with the adapter merged into its weights.
+
+    The base is the one adapter_config.json names (base_model_name_or_path: a Hub id or a local path; the
+    revision peft recorded for it), built with the adapter dir's config.json when there is one, so a
+    classifier keeps its labels and head size (a base head of another size is dropped: peft restores the
+    trained head from the adapter's modules_to_save). Then `PeftModel.from_pretrained` applies the adapter
+    and `merge_and_unload` folds it into the base weights: inference then runs at the speed of the plain
+    model, with no LoRA matmuls per layer. transformers' own PEFT hook in `from_pretrained` is not used: it
+    takes a folder with config.json for a full model and looks there for weights an adapter dir does not have.
+
+    peft is imported only here, so it is needed only to load an adapter dir.
+
+    Args:
+        auto_cls: the `AutoModelFor...` class of the task (the base is loaded with it).
+        path: the adapter dir.
+        key: the config key or option that named `path`, for messages.
+        kwargs: `from_pretrained` options for the base (trust_remote_code...). `revision` is dropped: it
+            would name a revision of the adapter dir, which is a local folder.
+
+    Returns:
+        The merged model (a plain transformers model, no peft wrapper).
+
+    Raises:
+        UserError: peft is not installed, adapter_config.json is unreadable, the base model cannot be loaded,
+            the adapter does not fit it, or the base lacks weights (e.g. a new head) the adapter does not hold.
+    """
+    from transformers import AutoConfig
+
+    folder = Path(path).expanduser()
+    adapter = _adapter_config(folder, key)
+    base = adapter["base_model_name_or_path"]
+    try:
+        from peft import PeftModel, load_peft_weights
+    except ImportError as exc:
+        raise UserError(
+            f"{key}: {path} is a LoRA adapter dir ({ADAPTER_CONFIG}); loading it needs peft: pip install peft "
+            "(or load the run's merged/ folder, which needs no peft)."
+        ) from exc
+    if _missing_local_base(base):
+        raise UserError(
+            f"{key}: {path} is a LoRA adapter dir whose base model {base} (base_model_name_or_path in {folder / ADAPTER_CONFIG}) "
+            "does not exist. Put the base model back at that path, or load the run's merged/ folder, which holds the whole model."
+        )
+    kwargs.pop("revision", None)
+    options = {"revision": adapter.get("revision"), **kwargs}
+    if (folder / "config.json").is_file():
+        options["config"] = from_pretrained(AutoConfig, key, str(folder), trust_remote_code=kwargs.get("trust_remote_code", False))
+        options["ignore_mismatched_sizes"] = True
+    try:
+        model, info = auto_cls.from_pretrained(base, output_loading_info=True, **options)
+    except (OSError, ValueError) as exc:
+        cause = _unreachable(f"{folder / ADAPTER_CONFIG}: base_model_name_or_path", base, exc)
+        raise UserError(f"{key}: {path} is a LoRA adapter dir; its base model cannot be loaded: {cause} Or load the run's merged/ folder.") from exc
+    try:
+        adapted = PeftModel.from_pretrained(model, str(folder))
+        restored = set(load_peft_weights(str(folder)))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        # KeyError: peft found no weight for a module the adapter config names (a damaged adapter_model file).
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{key}: cannot apply the LoRA adapter in {path} to its base model {base}: {detail}") from exc
+    # Weights the base lacks (a new head) or has in another shape are drawn at random by from_pretrained;
+    # only the adapter's own copies (modules_to_save) make them the trained ones. Any left random would
+    # give different answers on every load, so that is refused.
+    unrestored = sorted(k for k in info["missing_keys"] | {m[0] for m in info["mismatched_keys"]} if f"base_model.model.{k}" not in restored)
+    if unrestored:
+        shown = ", ".join(unrestored[:4]) + (f" and {len(unrestored) - 4} more" if len(unrestored) > 4 else "")
+        raise UserError(
+            f"{key}: {path} is a LoRA adapter dir whose base model {base} lacks weights the adapter does not hold either "
+            f"({shown}): they would be random. Load the run's merged/ folder, which holds every weight."
+        )
+    merged = adapted.merge_and_unload()
+    # The merged model answers to the adapter dir, as a model loaded from a folder answers to that folder.
+    merged.name_or_path = merged.config.name_or_path = str(path)
+    return merged
 
 
 # tokenizers' default for BertWordPieceTokenizer: at most this many distinct characters start the vocabulary.

@@ -176,3 +176,61 @@ def is_png(path: Path) -> bool:
     import matplotlib.image
 
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(str(path)).size > 0
+
+
+# The attention projections LoRA wraps in the tiny test models, per peft task type's usual architecture here.
+LORA_TEST_TARGETS = {"bert": ["query", "value"], "gpt2": ["c_attn"], "bart": ["q_proj", "v_proj"], "t5": ["q", "v"]}
+LORA_AUTO_CLASSES = {
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "CAUSAL_LM": "AutoModelForCausalLM",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+    "MASKED_LM": "AutoModelForMaskedLM",  # peft has no task type for it: a plain PeftModel (task_type None)
+}
+
+
+def lora_adapter_dir(
+    path: Path, base_dir: Path, task_type: str, merged_dir: Path | None = None, r: int = 4, seed: int = 0, **base_kwargs: object
+) -> Path:
+    """Save a LoRA adapter dir as a llmtune LoRA run writes one (issue 11's contract), built directly with peft.
+
+    The base is `base_dir` (a saved model folder, loaded with the task's AutoModelFor... class), so the
+    adapter_config.json's base_model_name_or_path is its absolute path. `init_lora_weights=False` draws the
+    LoRA B matrices at random, so the adapter really changes the outputs (peft's default makes it a no-op).
+    The dir also holds the model's config.json and the base's tokenizer files; with `merged_dir`, the
+    merged model (merge_and_unload) and tokenizer are saved there, as `merged/` of a run.
+
+    Args:
+        path: the adapter dir to write.
+        base_dir: the base model folder (e.g. from `tiny_classifier_dir` / `tiny_gpt2_dir`).
+        task_type: peft's task type: "SEQ_CLS", "CAUSAL_LM" or "SEQ_2_SEQ_LM"; or "MASKED_LM" (peft's task_type None).
+        merged_dir: where to save the merged model too, or None.
+        r: the LoRA rank.
+        seed: torch seed for the random LoRA weights.
+        base_kwargs: for the base's from_pretrained, e.g. num_labels=3, ignore_mismatched_sizes=True (a new head).
+    """
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer
+
+    base_dir = Path(base_dir).resolve()
+    base = getattr(transformers, LORA_AUTO_CLASSES[task_type]).from_pretrained(base_dir, **base_kwargs)
+    config = LoraConfig(
+        task_type=None if task_type == "MASKED_LM" else task_type, r=r, lora_alpha=2 * r, target_modules=LORA_TEST_TARGETS[base.config.model_type], init_lora_weights=False
+    )
+    torch.manual_seed(seed)
+    model = get_peft_model(base, config)
+    if task_type == "SEQ_CLS":
+        # The head is trained in a real run (peft's modules_to_save copy); change it, so the saved head matters.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "modules_to_save" in name:
+                    param.add_(torch.randn_like(param) * 0.5)
+    model.save_pretrained(path)
+    model.base_model.model.config.save_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.save_pretrained(path)
+    if merged_dir is not None:
+        model.merge_and_unload().save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+    return Path(path)

@@ -792,7 +792,69 @@ CASES: list[Case] = [
         seq2seq_case("data.max_source_length=100"),
         ["data.max_source_length (command-line override): 100 tokens, but the model has only 64 positions", "model.from_config.max_position_embeddings"],
     ),
+    # issue 11 slice C: adapter dirs
+    Case(
+        "generate-adapter-dir-base-model-missing",
+        lambda tmp: _adapter_case(tmp, "generate", "base-gone"),
+        ["is a LoRA adapter dir whose base model", "base_model_name_or_path in", "does not exist", "Put the base model back", "merged/"],
+    ),
+    Case(
+        "evaluate-adapter-dir-base-model-missing",
+        lambda tmp: _adapter_case(tmp, "evaluate", "base-gone"),
+        ["model.name_or_path:", "is a LoRA adapter dir whose base model", "does not exist", "merged/"],
+    ),
+    Case(
+        "predict-adapter-config-not-json",
+        lambda tmp: _adapter_case(tmp, "predict", "not-json"),
+        ["--model:", "adapter_config.json: not valid JSON (line 1, column 2", "Save the adapter again with peft's save_pretrained", "merged/"],
+    ),
+    Case(
+        "predict-adapter-dir-without-its-new-head",
+        lambda tmp: _adapter_case(tmp, "predict", "head-missing"),
+        ["--model:", "lacks weights the adapter does not hold either (classifier.bias, classifier.weight)", "would be random", "merged/"],
+    ),
 ]
+
+
+def _adapter_case(tmp: Path, command: str, mistake: str) -> list[str]:
+    """A LoRA adapter dir (conftest.lora_adapter_dir) on a tiny base, broken by `mistake`, given to `command`.
+
+    base-gone: the base model folder that adapter_config.json names was deleted. not-json: adapter_config.json
+    is cut off after its first byte. head-missing: the run's new classifier head is not in the adapter.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from conftest import lora_adapter_dir, tiny_classifier_dir, tiny_gpt2_dir
+
+    texts = [text for text, _ in sentiment_rows(12, seed=4)]
+    source = _write(tmp / "in.txt", "\n".join(texts) + "\n")
+    if command == "predict" and mistake == "head-missing":
+        # A 3-label head put on a 2-label base, then left out of the adapter: nothing holds the trained head.
+        labels = {"id2label": {0: "negative", 1: "neutral", 2: "positive"}, "label2id": {"negative": 0, "neutral": 1, "positive": 2}}
+        base = tiny_classifier_dir(tmp / "base", ["negative", "positive"], texts)
+        adapter = lora_adapter_dir(tmp / "run", base, "SEQ_CLS", ignore_mismatched_sizes=True, **labels)
+        weights = adapter / "adapter_model.safetensors"
+        save_file({k: v for k, v in load_file(weights).items() if ".classifier." not in k}, weights)
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        config.update(task_type=None, modules_to_save=None)  # a LoRA config that never asked for the head
+        (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+        return ["predict", "--model", str(adapter), "--input", str(source)]
+    if command == "predict":
+        adapter = lora_adapter_dir(tmp / "run", tiny_classifier_dir(tmp / "base", ["negative", "positive"], texts), "SEQ_CLS")
+        args = ["predict", "--model", str(adapter), "--input", str(source)]
+    else:
+        adapter = lora_adapter_dir(tmp / "run", tiny_gpt2_dir(tmp / "base", texts), "CAUSAL_LM")
+        args = ["generate", "--model", str(adapter), "--input", str(source)]
+        if command == "evaluate":
+            args = ["evaluate", "--model", str(adapter), f"data.validation_file={source}", "data.max_length=16"]
+    if mistake == "base-gone":
+        shutil.rmtree(tmp / "base")
+    else:
+        config = adapter / "adapter_config.json"
+        config.write_text(config.read_text(encoding="utf-8")[:1], encoding="utf-8")
+    return args
 
 
 def _after(*steps: object) -> list[str]:
