@@ -26,7 +26,7 @@ N counts the parameters without the position embeddings and T is the sequence le
 Usage:
     python scripts/bench.py                           # CPU rows (tiny shapes), about 15 minutes on 2 cores
     python scripts/bench.py --device cuda             # GPU rows: GPT-2 124M and BERT-base shapes, bf16
-    python scripts/bench.py --only startup,second-run  # a subset of the rows (startup, second-run, cls, mlm, clm, gen)
+    python scripts/bench.py --only startup,second-run  # a subset of the rows (startup, second-run, cls, mlm, clm, gen, lora)
 Output: a Markdown table on stdout, the raw figures as JSON in --json (default bench-results.json).
 """
 
@@ -251,8 +251,15 @@ def run_plain_trainer(spec: dict) -> dict:
     model_type = shape.pop("model_type")
     if spec["kind"] == "clm":
         data = plain_clm_blocks(tokenizer, spec["block"])
-        config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
-        model = AutoModelForCausalLM.from_config(config)
+        if spec.get("base_model"):  # the LoRA row: a saved "pretrained" model, LoRA through peft as its docs show
+            from peft import LoraConfig, get_peft_model
+
+            model = AutoModelForCausalLM.from_pretrained(spec["base_model"])
+            lora = spec["lora"]
+            model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"]))
+        else:
+            config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **shape)
+            model = AutoModelForCausalLM.from_config(config)
         collator, per_step = default_data_collator, spec["batch"] * spec["block"]
     elif spec["kind"] == "mlm":
         texts = [line.split("\t")[0] for line in SST2_TRAIN.read_text(encoding="utf-8").splitlines()[1:]]
@@ -631,6 +638,54 @@ def bench_training(kind: str, device: str, args: argparse.Namespace, work: Path)
     return rows
 
 
+def bench_lora(device: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    """LoRA (r=8 on the attention projections) vs full fine-tuning of one saved causal LM (the clm row's GPT-2 shape).
+
+    The base is a randomly initialised GPT-2 of the clm shape saved with save_pretrained (LoRA adapts a saved
+    model; its weights' values do not change the cost). Rows: llmtune LoRA vs llmtune full fine-tuning (the
+    speed ratio; the memory columns are LoRA's and full fine-tuning's peaks), and llmtune LoRA vs a plain
+    Trainer + peft script (`get_peft_model` with peft's default target modules for GPT-2, c_attn).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    shape = dict(SHAPES[device]["clm"])
+    tok_dir = work / "tok-clm"
+    if not tok_dir.exists():
+        train_tokenizer("bpe", shape["vocab"], tok_dir)
+    base = work / "lora-base"
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("gpt2", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  **{k: shape[k] for k in ("n_layer", "n_embd", "n_head", "n_positions")})
+    AutoModelForCausalLM.from_config(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    steps = args.steps or shape["steps"]
+    lora = {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "auto", "merge": False}
+    bf16 = {"bf16": True} if device == "cuda" else {}
+    common = {"device": device, "steps": steps, "batch": shape["batch"], "warmup": args.warmup, "window": args.window, "unit": "tokens",
+              "kind": "clm", "block": shape["block"], "tokenizer": str(base), "extra": bf16}
+
+    def run(side: str, name: str, peft: dict | None) -> dict:
+        out = str(work / f"out-lora-{name}")
+        spec = {**common, "out": out}
+        if side == "llmtune":
+            spec["config"] = llmtune_config("clm", {**shape, "steps": steps}, base, out, bf16, device)
+            spec["config"]["model"] = {"name_or_path": str(base)}
+            if peft:
+                spec["config"]["peft"] = peft
+        else:
+            spec.update({"base_model": str(base), "lora": peft})
+        return median_of([worker(side, spec) for _ in range(args.repeats)])
+
+    ours_lora, ours_full, plain_lora = run("llmtune", "llmtune-lora", lora), run("llmtune", "llmtune-full", None), run("plain", "plain-lora", lora)
+    label = f"causal-LM train, LoRA r={lora['r']}"
+    return [
+        row(f"{label} vs full fine-tuning, both llmtune (llmtune column = LoRA, baseline = full; peak memory likewise)", ours_lora, ours_full, "tokens"),
+        row(f"{label}: llmtune vs plain Trainer + peft get_peft_model", ours_lora, plain_lora, "tokens"),
+    ]
+
+
 def row(name: str, ours: dict, base: dict, unit: str) -> dict:
     accuracy = [side.get("eval", {}).get("eval_accuracy") for side in (ours, base)]
     if None not in accuracy:
@@ -674,7 +729,7 @@ def bench_generation(device: str, args: argparse.Namespace, work: Path) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--only", default="startup,second-run,cls,mlm,clm,gen", help="comma-separated rows: startup, second-run, cls, mlm, clm, gen")
+    parser.add_argument("--only", default="startup,second-run,cls,mlm,clm,gen,lora", help="comma-separated rows: startup, second-run, cls, mlm, clm, gen, lora")
     parser.add_argument("--steps", type=int, default=None, help="training steps per variant (default: per device)")
     parser.add_argument("--warmup", type=int, default=None, help="steps excluded from the throughput (default: a quarter of the steps; classification: none on CPU, one 50-step mega-batch on CUDA)")
     parser.add_argument("--window", type=int, default=None, help="steps per timed window (default: steps // 12)")
@@ -696,7 +751,7 @@ def main() -> None:
     wanted = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="llmtune-bench-") as tmp:
         work = Path(tmp)
-        for kind in ("startup", "second-run", "cls", "mlm", "clm", "gen"):
+        for kind in ("startup", "second-run", "cls", "mlm", "clm", "gen", "lora"):
             if kind not in wanted:
                 continue
             started = time.time()
@@ -706,10 +761,10 @@ def main() -> None:
                 rows += bench_second_run(args.device, args, work)
             elif kind == "gen":
                 rows += bench_generation(args.device, args, work)
+            elif kind == "lora":
+                rows += bench_lora(args.device, timing_args(args, "clm"), work)
             else:
-                steps = args.steps or SHAPES[args.device][kind]["steps"]
-                args_k = argparse.Namespace(**{**vars(args), "warmup": args.warmup if args.warmup is not None else SHAPES[args.device][kind].get("warmup", max(steps // 4, 1)), "window": args.window or max(steps // 12, 1)})
-                rows += bench_training(kind, args.device, args_k, work)
+                rows += bench_training(kind, args.device, timing_args(args, kind), work)
             print(f"[bench] {kind}: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(), "device": args.device}
     if args.device == "cuda":
@@ -732,6 +787,14 @@ def main() -> None:
             mem = d.get(side, {})
             cells.append(fmt(mem.get("peak_gpu_mb") or mem.get("peak_rss_mb")))
         print("| " + " | ".join(cells) + " |")
+
+
+def timing_args(args: argparse.Namespace, shape: str) -> argparse.Namespace:
+    """`args` with --warmup and --window filled in from the steps of the row's shape (see --help)."""
+    spec = SHAPES[args.device][shape]
+    steps = args.steps or spec["steps"]
+    warmup = args.warmup if args.warmup is not None else spec.get("warmup", max(steps // 4, 1))
+    return argparse.Namespace(**{**vars(args), "warmup": warmup, "window": args.window or max(steps // 12, 1)})
 
 
 def fmt(value, digits: int = 3) -> str:
