@@ -79,7 +79,13 @@ def target_modules(model: Any, section: PeftSection) -> list[str] | str:
         if t not in missing and not any(_matches(name, t) and _adaptable(module) for name, module in named)
     ]
     if missing or unfit:
-        problems = [f"{t!r} matches no module of the model" for t in missing]
+        import difflib
+
+        names = {name.rsplit(".", 1)[-1] for name, _ in named}
+        problems = [
+            f"{t!r} matches no module of the model" + "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(t, names, n=1))
+            for t in missing
+        ]
         problems += [f"{t!r} is not a Linear layer LoRA can adapt" for t in unfit]
         raise UserError(
             f"peft.target_modules: {'; '.join(problems)} ({model_type}). Choose among the model's Linear layers: "
@@ -146,6 +152,17 @@ def wrap(model: Any, section: PeftSection, task: Task, base_name: str | None = N
     return wrapped
 
 
+def keep_generation_config_on_base(model: Any) -> None:
+    """Move a generation config set on the PeftModel (Seq2SeqTrainer sets `generation_config`) onto the base model.
+
+    Set on the wrapper it is a plain attribute that the base model's generate() never reads (peft's
+    seq2seq generate does not copy it over): evaluation would decode with the base model's defaults. On
+    the base model, the wrapper still reads it (peft forwards missing attributes), and merge keeps it.
+    """
+    if "generation_config" in vars(model):
+        model.get_base_model().generation_config = vars(model).pop("generation_config")
+
+
 def base_name(name_or_path: str) -> str:
     """The base model as an adapter records it: an existing local folder as an absolute path, else the Hub id as given."""
     path = Path(name_or_path).expanduser()
@@ -174,11 +191,9 @@ def save_model_config(model: Any, folder: Path) -> None:
 
 
 def _generation_config(model: Any) -> Any:
-    """The generation config training evaluated with (Seq2SeqTrainer sets it on the PeftModel), else the base model's."""
+    """The generation config training evaluated with (see `keep_generation_config_on_base`), for a model that generates."""
     base = model.get_base_model()
-    if not base.can_generate():
-        return None
-    return getattr(model, "generation_config", None) or getattr(base, "generation_config", None)
+    return getattr(base, "generation_config", None) if base.can_generate() else None
 
 
 def save_merged(model: Any, tokenizer: Any, folder: Path) -> None:
@@ -187,10 +202,7 @@ def save_merged(model: Any, tokenizer: Any, folder: Path) -> None:
     The merge changes `model`'s layers in place (no second copy of the weights in memory): call it after the
     adapter is saved, as the last use of the model.
     """
-    generation = _generation_config(model)
     merged = model.merge_and_unload()
-    if generation is not None:
-        merged.generation_config = generation
     merged.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

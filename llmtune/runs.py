@@ -533,6 +533,8 @@ def make_trainer(
         callbacks=[log_before_save(), *requested, *(callbacks or [])],
         **trainer_kwargs,
     )
+    if getattr(cfg, "peft", None) is not None:
+        lora.keep_generation_config_on_base(trainer.model)
     # Every process has passed check_output_dir before the main one creates the staging folder,
     # and none starts training before it exists.
     trainer.accelerator.wait_for_everyone()
