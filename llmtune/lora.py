@@ -83,12 +83,12 @@ def target_modules(model: Any, section: PeftSection) -> list[str] | str:
 
         names = {name.rsplit(".", 1)[-1] for name, _ in named}
         problems = [
-            f"{t!r} matches no module of the model" + "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(t, names, n=1))
+            f"{t!r} matches no module" + "".join(f" (did you mean {c!r}?)" for c in difflib.get_close_matches(t, names, n=1))
             for t in missing
         ]
         problems += [f"{t!r} is not a Linear layer LoRA can adapt" for t in unfit]
         raise UserError(
-            f"peft.target_modules: {'; '.join(problems)} ({model_type}). Choose among the model's Linear layers: "
+            f"peft.target_modules: in this {model_type} model, {'; '.join(problems)}. Choose among its Linear layers: "
             f"{choices}; or set peft.target_modules: auto."
         )
     return list(section.target_modules)
