@@ -259,3 +259,38 @@ def yaml_load(path: Path) -> dict:
     import yaml
 
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow  # two runs, one of them two processes: ~40 s on 2 cores
+def test_torchrun_lora_run_is_one_ddp_job_saving_one_adapter(tmp_path: Path) -> None:
+    """2-process DDP (torchrun, gloo) LoRA: rank 0 alone writes one adapter directory, and the run trains as one
+    process with the same global batch does (same loss, same metrics: the gradients of both halves are averaged)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import run_cli
+    from test_distributed import torchrun
+
+    args, base = classification(tmp_path)
+    # No dropout anywhere: each process would draw its own masks, and the two runs could not be compared.
+    model = AutoModelForSequenceClassification.from_pretrained(base)
+    model.config.update({"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0})
+    model.save_pretrained(base)
+    data = yaml_load(Path(args[1]))
+    data["training"].update(num_train_epochs=1, logging_steps=1, per_device_eval_batch_size=8)
+
+    def config(name: str, batch: int) -> Path:
+        data["training"].update(output_dir=str(tmp_path / name), per_device_train_batch_size=batch)
+        return write_config(tmp_path / f"{name}.yaml", data)
+
+    ddp_proc = torchrun(["finetune", str(config("ddp", 8))], tmp_path)
+    ddp = stdout_json(ddp_proc)
+    one = stdout_json(run_cli("finetune", str(config("one", 16))))
+    out = tmp_path / "ddp"
+    assert json.loads((out / "metrics.json").read_text()) == ddp
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 96 // (2 * 8)
+    assert sorted(p.name for p in out.rglob("*.safetensors")) == ["adapter_model.safetensors", "model.safetensors"]
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "adapter_config.json").is_file()
+    assert ddp["trainable_params"] == one["trainable_params"] and ddp["total_params"] == one["total_params"]
+    assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    for key in ("eval_loss", "eval_accuracy", "eval_f1"):
+        assert ddp[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), key
