@@ -9,6 +9,7 @@ name: the registry row's `peft_task_type` says which peft task type (and so whic
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +143,10 @@ def wrap(model: Any, section: PeftSection, task: Task, base_name: str | None = N
         fan_in_fan_out=conv1d,
     )
     try:
-        wrapped = get_peft_model(model, config, revision=revision)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning no user can act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            wrapped = get_peft_model(model, config, revision=revision)
     except ValueError as exc:
         raise UserError(f"peft: peft refuses these LoRA settings: {exc}. Choose among the model's Linear layers: {', '.join(linear_names(model))}.") from exc
     if base_name is not None:

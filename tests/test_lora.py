@@ -218,6 +218,14 @@ def test_lora_trains_only_the_adapters_and_the_head(tmp_path: Path) -> None:
     adapted = {n for n in before if n.endswith(("query.weight", "value.weight"))}
     head = {"classifier.weight", "classifier.bias"}
     assert changed == adapted | head, sorted(changed ^ (adapted | head))
+    # Inside the adapted layers too the base weight stayed frozen: merged = base + (alpha / r) * B @ A, to float rounding.
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    scale = PEFT["alpha"] / PEFT["r"]
+    for name in adapted:
+        stem = "base_model.model." + name.removesuffix(".weight")
+        update = scale * adapter[f"{stem}.lora_B.weight"] @ adapter[f"{stem}.lora_A.weight"]
+        assert update.abs().max() > 1e-3, f"{name}: the adapter learned nothing"
+        torch.testing.assert_close(after[name] - update, before[name], rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow  # two runs and a killed one: ~60 s on 2 cores
