@@ -818,6 +818,11 @@ CASES: list[Case] = [
         lambda tmp: ["validate", *over_model(BERT_CLASSIFIER, "peft.target_modules=[dropout]")(tmp)[1:-1]],
         ["peft.target_modules (command-line override): in this bert model, 'dropout' is not a Linear layer LoRA can adapt", "or set peft.target_modules: auto"],
     ),
+    Case(
+        "peft-with-resized-embeddings",
+        over_model(BERT_CLASSIFIER, "peft.r=4", "model.resize_embeddings=true"),
+        ["peft: model.resize_embeddings adds randomly initialised embedding rows that LoRA would leave untrained", "remove model.resize_embeddings"],
+    ),
     Case("peft-rank-zero", over_model(BERT_CLASSIFIER, "peft.r=0"), ["peft.r (command-line override)", "greater than 0"]),
     Case("peft-dropout-above-one", over_model(BERT_CLASSIFIER, "peft.dropout=1.5"), ["peft.dropout (command-line override)", "less than 1"]),
     Case("peft-unknown-method", over_model(BERT_CLASSIFIER, "peft.method=qlora"), ["peft.method (command-line override)", "'lora'", "qlora"]),

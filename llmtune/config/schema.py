@@ -245,6 +245,11 @@ class RunConfig(Section):
                 "peft: tokenizer.train gives the model a new vocabulary whose embeddings LoRA would leave untrained; "
                 "remove tokenizer.train (use the model's own tokenizer), or remove peft: to train every weight"
             )
+        if self.model.resize_embeddings:
+            raise ValueError(
+                "peft: model.resize_embeddings adds randomly initialised embedding rows that LoRA would leave untrained; "
+                "remove model.resize_embeddings (and use the model's own tokenizer), or remove peft: to train every weight"
+            )
         return self
 
     @model_validator(mode="after")
