@@ -26,7 +26,7 @@ N counts the parameters without the position embeddings and T is the sequence le
 Usage:
     python scripts/bench.py                           # CPU rows (tiny shapes), about 15 minutes on 2 cores
     python scripts/bench.py --device cuda             # GPU rows: GPT-2 124M and BERT-base shapes, bf16
-    python scripts/bench.py --only startup,second-run  # a subset of the rows (startup, second-run, cls, mlm, clm, gen)
+    python scripts/bench.py --only startup,second-run  # a subset of the rows (startup, second-run, cls, mlm, clm, gen, lora)
 Output: a Markdown table on stdout, the raw figures as JSON in --json (default bench-results.json).
 """
 
@@ -206,8 +206,9 @@ def run_llmtune(spec: dict) -> dict:
     runs.make_trainer = timed_make_trainer  # the tasks call runs.make_trainer through the module
     command = "pretrain-mlm" if spec["kind"] == "mlm" else "finetune"
     cfg = load_config(command, None, [], base=spec["config"], flags={"overwrite": True})
-    task = __import__(f"llmtune.tasks.{'pretrain_mlm' if command == 'pretrain-mlm' else 'finetune'}", fromlist=["run"])
-    metrics = task.run(cfg)
+    from llmtune.tasks import registry
+
+    metrics = registry.task_for_config(cfg).load().run(cfg)  # the task the CLI would run for this config
     out = result["timer"].result()
     out.update(peak_memory(spec["device"]))
     out["eval"] = {k: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
@@ -630,6 +631,45 @@ def bench_training(kind: str, device: str, args: argparse.Namespace, work: Path)
     return rows
 
 
+def bench_lora(device: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    """LoRA (`peft:`, r 8 on query/value + the head) against full fine-tuning of the same saved BERT classifier:
+    samples/s and peak memory, both through llmtune (the `lora` row; llmtune column = LoRA, baseline = full)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    shape = dict(SHAPES[device]["cls"])
+    tok_dir = work / "tok-cls"
+    if not tok_dir.exists():
+        train_tokenizer("wordpiece", shape["vocab"], tok_dir)
+    # A "pretrained" base: the classification row's shape, random weights saved with the tokenizer (LoRA needs
+    # a model to load; the weights do not change the speed).
+    base = work / "lora-base"
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("bert", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, max_position_embeddings=512, num_labels=2,
+                                  **{k: shape[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")})
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    steps = args.steps or shape["steps"]
+    common = {"device": device, "steps": steps, "batch": shape["batch"], "warmup": args.warmup, "window": args.window, "unit": "samples", "kind": "cls"}
+    extra = {"bf16": True} if device == "cuda" else {}
+
+    def run(name: str, peft: dict | None) -> dict:
+        out = str(work / f"out-lora-{name}")
+        config = llmtune_config("cls", {**shape, "steps": steps}, tok_dir, out, extra, device)
+        config["model"], config["peft"] = {"name_or_path": str(base)}, peft
+        config.pop("tokenizer")
+        results = [worker("llmtune", {**common, "out": out, "extra": extra, "config": config}) for _ in range(args.repeats)]
+        for r in results:  # a whole epoch / whole mega-batches, as the classification rows (see timing_result)
+            r["window_median_rate"], r["rate"] = r.get("rate"), r.get("span_rate")
+        return median_of(results)
+
+    lora, full = run("lora", {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.05}), run("full", None)
+    out = row("classification train, LoRA r=8 vs full fine-tuning, both llmtune, same saved model; peak memory in the last columns",
+              lora, full, "samples")
+    return [out]
+
+
 def row(name: str, ours: dict, base: dict, unit: str) -> dict:
     accuracy = [side.get("eval", {}).get("eval_accuracy") for side in (ours, base)]
     if None not in accuracy:
@@ -673,7 +713,7 @@ def bench_generation(device: str, args: argparse.Namespace, work: Path) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--only", default="startup,second-run,cls,mlm,clm,gen", help="comma-separated rows: startup, second-run, cls, mlm, clm, gen")
+    parser.add_argument("--only", default="startup,second-run,cls,mlm,clm,gen,lora", help="comma-separated rows: startup, second-run, cls, mlm, clm, gen, lora")
     parser.add_argument("--steps", type=int, default=None, help="training steps per variant (default: per device)")
     parser.add_argument("--warmup", type=int, default=None, help="steps excluded from the throughput (default: a quarter of the steps; classification: none on CPU, one 50-step mega-batch on CUDA)")
     parser.add_argument("--window", type=int, default=None, help="steps per timed window (default: steps // 12)")
@@ -695,7 +735,7 @@ def main() -> None:
     wanted = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="llmtune-bench-") as tmp:
         work = Path(tmp)
-        for kind in ("startup", "second-run", "cls", "mlm", "clm", "gen"):
+        for kind in ("startup", "second-run", "cls", "mlm", "clm", "gen", "lora"):
             if kind not in wanted:
                 continue
             started = time.time()
@@ -705,6 +745,10 @@ def main() -> None:
                 rows += bench_second_run(args.device, args, work)
             elif kind == "gen":
                 rows += bench_generation(args.device, args, work)
+            elif kind == "lora":
+                steps = args.steps or SHAPES[args.device]["cls"]["steps"]
+                args_k = argparse.Namespace(**{**vars(args), "warmup": args.warmup if args.warmup is not None else SHAPES[args.device]["cls"].get("warmup", 0), "window": args.window or max(steps // 12, 1)})
+                rows += bench_lora(args.device, args_k, work)
             else:
                 steps = args.steps or SHAPES[args.device][kind]["steps"]
                 args_k = argparse.Namespace(**{**vars(args), "warmup": args.warmup if args.warmup is not None else SHAPES[args.device][kind].get("warmup", max(steps // 4, 1)), "window": args.window or max(steps // 12, 1)})
