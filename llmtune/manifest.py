@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 CONFIG_NAME = "llmtune.yaml"
-PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "evaluate", "numpy")
+PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "evaluate", "numpy", "peft")
 DATA_FILE_KEYS = ("train_file", "validation_file", "test_file")
 
 # Config keys a resumed run may change: they decide what is logged, evaluated, saved or where, never

@@ -515,6 +515,13 @@ def make_trainer(
             setattr(args, key, value)
     # Attention is transformers' choice: SDPA wherever the model supports it (eager otherwise); said here, not set.
     logger.info("%s; attention: %s", plan.summary(), getattr(model.config, "_attn_implementation", None) or "the model's default")
+    if getattr(cfg, "peft", None) is not None:
+        # One place for every task: the registry row says which peft task type fits. Before the staging folder
+        # exists, so a bad peft.target_modules changes nothing on disk.
+        from llmtune import lora
+        from llmtune.tasks import registry
+
+        model = lora.wrap(model, cfg.peft, registry.task_for_config(cfg), lora.base_name(cfg.model.name_or_path), cfg.model.revision)
     record = manifest.for_training(cfg, args, precision=plan.record())
     requested.append(manifest.run_recorder(cfg, record))
     trainer = (trainer_class or Trainer)(
@@ -526,6 +533,8 @@ def make_trainer(
         callbacks=[log_before_save(), *requested, *(callbacks or [])],
         **trainer_kwargs,
     )
+    if getattr(cfg, "peft", None) is not None:
+        lora.keep_generation_config_on_base(trainer.model)
     # Every process has passed check_output_dir before the main one creates the staging folder,
     # and none starts training before it exists.
     trainer.accelerator.wait_for_everyone()
@@ -606,7 +615,15 @@ def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_model_card(
-    output_dir: Path, cfg: RunConfig, metrics: dict[str, Any], command: str, pipeline_tag: str, folder: Path | None = None, usage: str | None = None
+    output_dir: Path,
+    cfg: RunConfig,
+    metrics: dict[str, Any],
+    command: str,
+    pipeline_tag: str,
+    folder: Path | None = None,
+    usage: str | None = None,
+    about: str | None = None,
+    adapter: bool = False,
 ) -> None:
     """Write a model card (README.md) saying how the model was made and how to use it.
 
@@ -614,6 +631,8 @@ def write_model_card(
         output_dir: where the model will live (named in the card).
         folder: where to write the card now (the staging folder), by default `output_dir`.
         usage: the Python snippet of the "Use" section; default a `pipeline(pipeline_tag)` call.
+        about: a paragraph under the title saying what the folder holds (a LoRA adapter, a merged model).
+        adapter: the folder holds a peft adapter: the card's metadata names the peft library and the base model.
     """
     from llmtune import __version__
 
@@ -631,14 +650,16 @@ def write_model_card(
     )
     usage = usage or f'from transformers import pipeline\n\npipe = pipeline("{pipeline_tag}", model="{output_dir}")'
 
+    # The Hub's metadata for an adapter: the peft library and the base model it applies to.
+    library = f"peft\nbase_model: {base}" if adapter else "transformers"
     card = f"""---
-library_name: transformers
+library_name: {library}
 pipeline_tag: {pipeline_tag}
-tags: [llmtune]
+tags: [llmtune{', lora' if getattr(cfg, 'peft', None) is not None else ''}]
 ---
 
 # {output_dir.name}
-
+{f"{chr(10)}{about}{chr(10)}" if about else ""}
 Trained with `llmtune {command}` (llmtune {__version__}).
 
 - Base model: {base}
@@ -678,16 +699,32 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: 
     """
     from llmtune.config import save_config
 
+    peft = getattr(cfg, "peft", None)
+    if peft is not None:
+        from llmtune import lora
+
+        metrics = {**metrics, **lora.parameter_counts(trainer.model)}
     metrics = clean_metrics(metrics)
     staging = Path(trainer.args.output_dir)
     output_dir = Path(cfg.training["output_dir"])
+    # On a PeftModel, Trainer saves the adapter (adapter_config.json, adapter_model.safetensors) and the tokenizer.
     trainer.save_model(str(staging))
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_config(cfg, staging / "llmtune.yaml")
         manifest.write(manifest.run_manifest(trainer) or manifest.for_training(cfg, trainer.args), staging)
         write_text_atomically(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging, usage=usage)
+        about = None
+        if peft is not None:
+            lora.save_model_config(trainer.model, staging)
+            about, usage = lora.adapter_card(task, output_dir, cfg.model.name_or_path, peft.merge)
+        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging, usage=usage, about=about, adapter=peft is not None)
+        if peft is not None and peft.merge:
+            # Last: the merge folds the adapters into the model's layers in place.
+            merged = staging / lora.MERGED_DIR
+            lora.save_merged(trainer.model, trainer.processing_class, merged)
+            about, usage = lora.merged_card(task, output_dir / lora.MERGED_DIR, cfg.model.name_or_path)
+            write_model_card(output_dir / lora.MERGED_DIR, cfg, metrics, task.command, task.pipeline_tag, folder=merged, usage=usage, about=about)
         from llmtune.plots import training_curves
 
         training_curves(trainer.state.log_history, staging / "training_curves.png")

@@ -813,6 +813,40 @@ CASES: list[Case] = [
         lambda tmp: _adapter_case(tmp, "predict", "head-missing"),
         ["--model:", "lacks weights the adapter does not hold either (classifier.bias, classifier.weight)", "would be random", "merged/"],
     ),
+    # issue 11 slice A: LoRA
+    Case(
+        "peft-over-a-model-from-config",
+        with_override("peft.r=4"),
+        ["peft: LoRA adapts a pretrained model, but model.from_config builds a randomly initialised one", "set model.name_or_path", "remove peft:"],
+    ),
+    Case(
+        "peft-pretrain-mlm-from-scratch",
+        lambda tmp: ["pretrain-mlm", str(_mlm_config(tmp)), "peft.method=lora"],
+        ["peft: LoRA adapts a pretrained model", "model.name_or_path"],
+    ),
+    Case(
+        "peft-with-a-trained-tokenizer",
+        over_model(BERT_CLASSIFIER, "peft.r=4", tokenizer="train"),
+        ["peft: tokenizer.train gives the model a new vocabulary", "remove tokenizer.train"],
+    ),
+    Case(
+        "peft-unknown-target-module",
+        over_model(BERT_CLASSIFIER, "peft.target_modules=[querry, value]"),
+        ["peft.target_modules (command-line override): in this bert model, 'querry' matches no module (did you mean 'query'?)", "classifier, dense, key, query, value"],
+    ),
+    Case(
+        "peft-target-module-not-linear-validate",
+        lambda tmp: ["validate", *over_model(BERT_CLASSIFIER, "peft.target_modules=[dropout]")(tmp)[1:-1]],
+        ["peft.target_modules (command-line override): in this bert model, 'dropout' is not a Linear layer LoRA can adapt", "or set peft.target_modules: auto"],
+    ),
+    Case(
+        "peft-with-resized-embeddings",
+        over_model(BERT_CLASSIFIER, "peft.r=4", "model.resize_embeddings=true"),
+        ["peft: model.resize_embeddings adds randomly initialised embedding rows that LoRA would leave untrained", "remove model.resize_embeddings"],
+    ),
+    Case("peft-rank-zero", over_model(BERT_CLASSIFIER, "peft.r=0"), ["peft.r (command-line override)", "greater than 0"]),
+    Case("peft-dropout-above-one", over_model(BERT_CLASSIFIER, "peft.dropout=1.5"), ["peft.dropout (command-line override)", "less than 1"]),
+    Case("peft-unknown-method", over_model(BERT_CLASSIFIER, "peft.method=qlora"), ["peft.method (command-line override)", "'lora'", "qlora"]),
 ]
 
 

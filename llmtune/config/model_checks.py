@@ -48,6 +48,7 @@ def model_problems(command: str, cfg: BaseModel, raw: RawConfig) -> list[str]:
     if command in registry.training_commands():
         problems += _head_problems(command, cfg, config, raw)
         problems += _length_problems(cfg, config, raw)
+        problems += _peft_problems(command, cfg, config, raw)
     elif command == "generate" and not is_seq2seq_lm(config):
         needed = registry.by_inference("generate").name
         problems += _kind_problems(needed, model, config, raw, ("model", "name_or_path"), "generate", SEQ2SEQ_TOO)
@@ -120,6 +121,32 @@ def _head_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[
         f"{raw.where(source)}: model type '{config.model_type}' cannot be trained as {what} ({command}{named}); "
         f"transformers has no such head for it. Use a model type that has one (e.g. {examples})."
     ]
+
+
+def _peft_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[str]:
+    """`peft.target_modules` must name Linear layers of the model (auto: must find some), checked on a weightless model.
+
+    The task's model is built on PyTorch's meta device (shapes only, no memory, no weights read), so
+    `llmtune validate` lists the model's module names as the run itself would.
+    """
+    if getattr(cfg, "peft", None) is None or config.model_type not in registry.task_of(command, cfg).model_types():
+        return []
+    import torch
+
+    from llmtune import lora
+    from llmtune.errors import UserError
+
+    try:
+        with torch.device("meta"):
+            model = registry.task_of(command, cfg).model_class().from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built here is still checked when the run loads it
+        logger.info("peft.target_modules not checked before the run (the model could not be built without weights: %s)", exc)
+        return []
+    try:
+        lora.target_modules(model, cfg.peft)
+    except UserError as exc:
+        return [f"{raw.where(('peft', 'target_modules'))}: {str(exc).removeprefix('peft.target_modules: ')}"]
+    return []
 
 
 def _positions(config: Any) -> tuple[str, int] | None:

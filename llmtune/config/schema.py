@@ -165,6 +165,34 @@ class DataSection(Section):
         return self
 
 
+class PeftSection(Section):
+    """Parameter-efficient fine-tuning with the `peft` library: train small LoRA adapters, keep the base weights frozen."""
+
+    method: Literal["lora"] = Field("lora", description="The PEFT method; lora (low-rank adapters, peft.LoraConfig) is the one supported.")
+    r: int = Field(8, gt=0, description="Rank of each adapter's update matrices; 8 is peft's default, 16-64 for harder tasks.")
+    alpha: int | float = Field(
+        16, gt=0, description="LoRA scaling numerator (the update is scaled by alpha/r); 2*r is the usual choice."
+    )
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapters' input; 0.05 regularises small data sets a little.")
+    target_modules: Literal["auto"] | list[str] = Field(
+        "auto",
+        description="Which Linear modules get adapters, by name or name suffix (peft's target_modules), e.g. [query, value]; "
+        "auto = peft's choice for the model type (the attention projections), else the model's q/k/v projections.",
+    )
+    merge: bool = Field(
+        True,
+        description="Also save merged/: the adapters folded into the base weights (merge_and_unload), a plain transformers "
+        "model that from_pretrained/pipeline() load without peft and that runs as fast as the base; the adapter is kept too.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _named_modules(cls, value: Any) -> Any:
+        if isinstance(value, list) and (not value or any(not name.strip() for name in value)):
+            raise ValueError("give module names such as [query, value] (no empty ones), or auto")
+        return value
+
+
 class RunConfig(Section):
     """Keys shared by every training command."""
 
@@ -176,6 +204,10 @@ class RunConfig(Section):
         description="Any transformers.TrainingArguments field (output_dir is required), plus early_stopping_patience "
         "and early_stopping_threshold for Trainer's EarlyStoppingCallback, and precision (auto|bf16|fp16|fp32, default "
         "auto: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU; see README, Speed)."
+    )
+
+    peft: PeftSection | None = Field(
+        None, description="Train LoRA adapters (peft) instead of every weight, e.g. {method: lora, r: 8}; null = full fine-tuning."
     )
 
     overwrite: bool = flag("--overwrite", False, "replace a non-empty output directory (once the new run is complete).")
@@ -194,6 +226,29 @@ class RunConfig(Section):
             raise ValueError(
                 "a model built from model.from_config has no tokenizer: set tokenizer.train (train one on the data) "
                 "or tokenizer.name_or_path"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _peft_adapts_pretrained(self) -> RunConfig:
+        if self.peft is None:
+            return self
+        # LoRA freezes the base weights and learns a small update: over random weights there is nothing to adapt,
+        # and new embedding rows (a trained vocabulary) would stay random, since LoRA does not train embeddings.
+        if self.model.from_config is not None:
+            raise ValueError(
+                "peft: LoRA adapts a pretrained model, but model.from_config builds a randomly initialised one; set "
+                "model.name_or_path to a pretrained model, or remove peft: to train every weight"
+            )
+        if self.tokenizer.train is not None:
+            raise ValueError(
+                "peft: tokenizer.train gives the model a new vocabulary whose embeddings LoRA would leave untrained; "
+                "remove tokenizer.train (use the model's own tokenizer), or remove peft: to train every weight"
+            )
+        if self.model.resize_embeddings:
+            raise ValueError(
+                "peft: model.resize_embeddings adds randomly initialised embedding rows that LoRA would leave untrained; "
+                "remove model.resize_embeddings (and use the model's own tokenizer), or remove peft: to train every weight"
             )
         return self
 

@@ -41,6 +41,8 @@ class Task:
         arguments_class: the TrainingArguments class its Trainer takes, as "module:Class".
         training_defaults: TrainingArguments values the task needs, under the user's `training:` and over the machine's
             defaults; `load_config` builds the run's TrainingArguments with them, so a conflict fails validation.
+        peft_task_type: the `peft.TaskType` name a LoRA run (`peft:`) wraps its model with (SEQ_CLS, CAUSAL_LM,
+            SEQ_2_SEQ_LM), which picks peft's PeftModel class; None = a plain PeftModel (no peft task type fits).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Task:
     trainer_class: str
     training_defaults: tuple[tuple[str, Any], ...] = ()
     arguments_class: str = "transformers:TrainingArguments"
+    peft_task_type: str | None = None
 
     def load(self) -> Any:
         """The task module (imported now)."""
@@ -118,6 +121,7 @@ TASKS: tuple[Task, ...] = (
         trainer_class="llmtune.batching:LengthGroupedTrainer",
         # Rows of similar length share a batch: less padding (llmtune.batching.LengthGroupedTrainer).
         training_defaults=(("train_sampling_strategy", "group_by_length"),),
+        peft_task_type="SEQ_CLS",
     ),
     Task(
         name="causal-lm",
@@ -138,6 +142,7 @@ TASKS: tuple[Task, ...] = (
         collator="batching",
         # Groups by length only in the padded fallback (see llmtune.tasks.causal_lm.batching), seeded and resumable.
         trainer_class="llmtune.batching:LengthGroupedTrainer",
+        peft_task_type="CAUSAL_LM",
     ),
     Task(
         name="masked-lm",
@@ -158,6 +163,8 @@ TASKS: tuple[Task, ...] = (
         trainer_class="transformers:Trainer",
         # The masking collator reads offset_mapping / special_tokens_mask, which Trainer would drop.
         training_defaults=(("remove_unused_columns", False),),
+        # peft has no masked-LM task type; the plain PeftModel passes every input through to the model.
+        peft_task_type=None,
     ),
     Task(
         name="seq2seq",
@@ -181,6 +188,7 @@ TASKS: tuple[Task, ...] = (
         trainer_class="llmtune.batching:Seq2SeqLengthGroupedTrainer",
         training_defaults=(("train_sampling_strategy", "group_by_length"), ("predict_with_generate", True)),
         arguments_class="transformers:Seq2SeqTrainingArguments",
+        peft_task_type="SEQ_2_SEQ_LM",
     ),
 )
 
