@@ -184,7 +184,8 @@ class ParamSpec(Section):
                 raise ValueError("type: categorical needs choices, e.g. choices: [16, 32]")
             ranged = [k for k in ("low", "high", "step") if getattr(self, k) is not None] + (["log"] if self.log else [])
             if ranged:
-                raise ValueError(f"{', '.join(ranged)} only apply to type: float or int; a categorical takes choices alone")
+                verb = "applies" if len(ranged) == 1 else "apply"
+                raise ValueError(f"{', '.join(ranged)} only {verb} to type: float or int; a categorical takes choices alone (remove {', '.join(ranged)})")
             return self
         if self.choices is not None:
             raise ValueError(f"choices only apply to type: categorical; type: {self.type} takes low and high (or use type: categorical)")
@@ -193,7 +194,10 @@ class ParamSpec(Section):
         if self.type == "int":
             fractional = [f"{k} {v:g}" for k, v in (("low", self.low), ("high", self.high), ("step", self.step)) if v is not None and not float(v).is_integer()]
             if fractional:
-                raise ValueError(f"type: int takes whole numbers, but {', '.join(fractional)} is not one; use type: float for a real-valued key")
+                raise ValueError(
+                    f"type: int takes whole numbers, but {', '.join(fractional)} {'is not one' if len(fractional) == 1 else 'are not'}; "
+                    "use type: float for a real-valued key"
+                )
         if self.low >= self.high:
             raise ValueError(f"empty range: low ({self.low:g}) must be below high ({self.high:g})")
         if self.log and self.low <= 0:
