@@ -236,7 +236,7 @@ class SearchSection(Section):
     trials: int = Field(20, gt=0, description="Finished trials (complete or pruned) the study runs to; --trials N overrides it.")
     space: dict[str, ParamSpec] = Field(
         description="Config key (as in a key.path=value override, e.g. training.learning_rate) -> the values to try: "
-        "{type: float|int, low, high, log, step} or {type: categorical, choices: [...]}."
+        "{type: float or int, low, high, log, step} or {type: categorical, choices: [...]}."
     )
     pruning: bool = Field(
         True,
