@@ -111,12 +111,17 @@ def test_same_config_and_seed_sample_the_same_values(study: dict, tmp_path: Path
     assert lines(other.stdout)[0]["params"] != study["lines"][0]["params"], "the seed does not reach the sampler"
 
 
-def test_a_tune_config_validates_and_finetune_ignores_search(study: dict) -> None:
+def test_a_tune_config_validates_and_finetune_ignores_search(study: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     result = invoke("validate", str(study["config"]))
     assert result.exit_code == 0, result.stderr
     search = json.loads(result.stdout)["config"]["search"]
     assert search["direction"] == "maximize"  # eval_accuracy: higher is better
     assert search["space"]["training.per_device_train_batch_size"]["choices"] == [8, 16]
+    with caplog.at_level("INFO", logger="llmtune"):
+        trained = invoke("finetune", str(study["config"]), f"training.output_dir={tmp_path / 'plain'}")
+    assert trained.exit_code == 0, trained.stderr[-2000:]
+    assert "search: is for llmtune tune; finetune trains the config as it is" in caplog.text
+    assert yaml.safe_load((tmp_path / "plain" / "llmtune.yaml").read_text())["training"]["learning_rate"] == 1e-3
 
 
 def test_bad_trials_are_pruned(tmp_path: Path) -> None:

@@ -184,6 +184,12 @@ def _pruning_callback(trial: optuna.Trial, metric: str) -> Any:
     return callback
 
 
+def _evaluates_during_training(cfg: RunConfig) -> bool:
+    """Whether the run evaluates before it ends (training.eval_strategy steps or epoch): the pruner's only input."""
+    strategy = cfg.setup.args.eval_strategy
+    return str(getattr(strategy, "value", strategy)) != "no"
+
+
 def _trial_config(job: TuneJob, params: dict[str, Any], output_dir: Path, on_this_machine: bool = True) -> Any:
     """The config of one trial: the tune config, its overrides, `search:` removed, the trial's values and output_dir."""
     from llmtune.config import load_config
@@ -286,11 +292,8 @@ def _run_trial(job: TuneJob, study: optuna.Study, folder: Path) -> tuple[int, Ba
     logger.info("trial %d: %s", trial.number, json.dumps(trial.params))
     try:
         cfg = _trial_config(job, trial.params, trial_dir)
-        if search.pruning:
-            if cfg.setup.args.eval_strategy.value == "no":
-                logger.info("no pruning: training.eval_strategy is no, so a trial reports nothing before it ends")
-            else:
-                cfg.setup.callbacks.append(_pruning_callback(trial, search.metric))
+        if search.pruning and _evaluates_during_training(cfg):
+            cfg.setup.callbacks.append(_pruning_callback(trial, search.metric))
         metrics = registry.task_for_config(cfg).load().run(cfg)
     except optuna.TrialPruned:
         _remove_trial(trial_dir)
@@ -346,7 +349,7 @@ def _plots(study: optuna.Study, folder: Path) -> list[str]:
                 continue
             first = axes.flat[0] if hasattr(axes, "flat") else axes
             figure = first.get_figure()
-            figure.set_size_inches(max(6.4, 3.2 * len(study.best_trial.params)) if name == "slice.png" else 6.4, 4.8)
+            figure.set_size_inches(max(6.4, 4.2 * len(study.best_trial.params)) if name == "slice.png" else 6.4, 4.8)
             figure.savefig(folder / name, dpi=100, bbox_inches="tight")
         plt.close(figure)
         written.append(name)
@@ -389,6 +392,8 @@ def run(job: TuneJob, stdout: Any) -> dict[str, Any]:
             folder.mkdir(parents=True, exist_ok=True)
     logger.info("study %s in %s: %s %s over %d trials", STUDY_NAME, folder / STUDY_DB, cfg.search.direction, cfg.search.metric, job.trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # llmtune logs each trial itself; stdout carries the results
+    if cfg.search.pruning and not _evaluates_during_training(cfg):
+        logger.info("no pruning: training.eval_strategy is no, so a trial reports nothing before it ends (set eval_strategy: steps)")
     study = _open_study(job, folder, cfg.resume)
     if cfg.resume:
         _recover(job, study, folder)
