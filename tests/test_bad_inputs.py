@@ -151,6 +151,23 @@ def tune_case(
     return setup
 
 
+def mlm_tune_case(metric: str) -> Callable[[Path], list[str]]:
+    """`llmtune tune --for pretrain-mlm` on a tiny masked-LM config searching the learning rate for `metric`."""
+
+    def setup(tmp: Path) -> list[str]:
+        train, _ = data_files(tmp)
+        config = {
+            "model": {"from_config": dict(TINY_BERT)},
+            "tokenizer": {"train": {"type": "wordpiece", "vocab_size": 200, "min_frequency": 1}},
+            "data": {"train_file": str(train), "validation_split": 0.25, "text_column": "sentence", "max_length": 32},
+            "training": {"output_dir": str(tmp / "run"), "max_steps": 2},
+            "search": {"metric": metric, "space": {"training.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}},
+        }
+        return ["tune", str(write_config(tmp / "cfg.yaml", config)), "--for", "pretrain-mlm"]
+
+    return setup
+
+
 # --- builders of slice 'validate' (issue 8, points 3 and 5) ----------------------------------------------
 
 BERT_CLASSIFIER = {
@@ -848,6 +865,7 @@ CASES: list[Case] = [
     Case("tune-existing-output-dir", tune_case(existing_run=True), ["training.output_dir:", "is not empty. Pass --overwrite to replace it (once the new study is complete), --resume"]),
     Case("tune-resume-without-a-study", tune_case(flags=("--resume",)), ["--resume: no study.db in", "Run without --resume"]),
     Case("tune-resume-and-overwrite", tune_case(flags=("--resume", "--overwrite")), ["--overwrite and --resume contradict each other"]),
+    Case("tune-pretrain-mlm-metric", mlm_tune_case("eval_accuracy"), ["search.metric (line", "does not report 'eval_accuracy'", "eval_perplexity, eval_nll_per_token, eval_token_accuracy"]),
 ]
 
 
