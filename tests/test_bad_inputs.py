@@ -131,10 +131,10 @@ data:
 
 def tune_case(
     search: dict | None = None, key: str = "training.learning_rate", spec: dict | None = None, command: str = "tune",
-    existing_run: bool = False, flags: tuple[str, ...] = (),
+    existing_run: bool = False, flags: tuple[str, ...] = (), empty_train: bool = False,
 ) -> Callable[[Path], list[str]]:
     """`llmtune tune` (or `command`) on the tiny config with a search: section: `search` keys over a valid one, and
-    `spec` as the space entry of `key`."""
+    `spec` as the space entry of `key` (`empty_train`: a training file with no rows, found by the first trial)."""
 
     def setup(tmp: Path) -> list[str]:
         import yaml
@@ -146,6 +146,8 @@ def tune_case(
         write_config(config, data)
         if existing_run:
             previous_run(tmp)
+        if empty_train:
+            (tmp / "train.tsv").write_text("sentence\tlabel\n", encoding="utf-8")
         return [command, str(config), *flags]
 
     return setup
@@ -865,6 +867,7 @@ CASES: list[Case] = [
     Case("tune-existing-output-dir", tune_case(existing_run=True), ["training.output_dir:", "is not empty. Pass --overwrite to replace it (once the new study is complete), --resume"]),
     Case("tune-resume-without-a-study", tune_case(flags=("--resume",)), ["--resume: no study.db in", "Run without --resume"]),
     Case("tune-resume-and-overwrite", tune_case(flags=("--resume", "--overwrite")), ["--overwrite and --resume contradict each other"]),
+    Case("tune-bad-data-found-by-the-first-trial", tune_case(empty_train=True), ["trial 0 (", "train.tsv"]),
     Case("tune-pretrain-mlm-metric", mlm_tune_case("eval_accuracy"), ["search.metric (line", "does not report 'eval_accuracy'", "eval_perplexity, eval_nll_per_token, eval_token_accuracy"]),
 ]
 

@@ -174,8 +174,10 @@ def test_overwrite_keeps_the_old_study_until_the_new_one_is_complete(study: dict
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n", encoding="utf-8")  # no rows: the trial's data step fails
     failed = invoke("tune", str(config), "--overwrite")
     assert failed.exit_code == 2, failed.stderr[-2000:]
+    assert "trial 0 (" in failed.stderr and "train" in failed.stderr
     assert sorted(p.name for p in old.iterdir()) == before
     assert load_study(old).best_trial.number == study["lines"][-1]["best_trial"]
+    assert not (tmp_path / "study.incomplete").exists(), "the new study's first trial failed on the data: nothing is left"
     write_tsv(tmp_path / "train.tsv", sentiment_rows(64, seed=1))
     done = invoke("tune", str(config), "--overwrite", "--trials", "1")
     assert done.exit_code == 0, done.stderr[-2000:]

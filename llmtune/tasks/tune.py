@@ -103,7 +103,10 @@ def load(path: str | Path, overrides: list[str] | None, trials: int | None, comm
 
     command = command or infer_command(read_yaml(path).data)
     if command not in registry.training_commands():
-        raise UserError(f"tune searches over a training config (finetune or pretrain-mlm); {path} is a {command} config.")
+        raise UserError(
+            f"tune searches over a training config, and {path} is taken for a {command} config; pass --for finetune or "
+            "--for pretrain-mlm."
+        )
     if launch_world_size() > 1:
         raise UserError(
             "tune runs its trials one after another in one process; run it without torchrun / accelerate launch "
@@ -384,6 +387,7 @@ def run(job: TuneJob, stdout: Any) -> dict[str, Any]:
 
     cfg = job.cfg
     folder, swap = study_folder(job.output_dir, cfg.overwrite, cfg.resume)
+    existed = folder.exists()
     if not cfg.resume:
         if swap:
             runs.prepare_staging(job.output_dir, None)
@@ -402,7 +406,16 @@ def run(job: TuneJob, stdout: Any) -> dict[str, Any]:
             _print(job, study, trial.number, stdout)
     failures: list[BaseException] = []
     while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) < job.trials:
-        number, error = _run_trial(job, study, folder)
+        try:
+            number, error = _run_trial(job, study, folder)
+        except UserError:
+            if not cfg.resume and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+                # A mistake found by the first trial of a new study (bad data): leave the disk as it was, as a
+                # training command does, instead of a study of one failed trial that --resume would only repeat.
+                shutil.rmtree(folder)
+                if existed:
+                    folder.mkdir()
+            raise
         _print(job, study, number, stdout)
         failures = [*failures, error] if error is not None else []
         if len(failures) >= MAX_CONSECUTIVE_FAILURES:
