@@ -850,7 +850,7 @@ CASES: list[Case] = [
     Case(
         "tune-space-key-not-in-the-config",
         tune_case(key="data.max_lenght", spec={"type": "int", "low": 8, "high": 32}),
-        ["search.space.data.max_lenght (line", "is not a key of a finetune config", "data.max_length"],
+        ["search.space.data.max_lenght (line", "is not a key of a finetune config. Did you mean 'data.max_length'?"],
     ),
     Case(
         "tune-space-value-the-key-refuses",

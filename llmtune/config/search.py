@@ -83,6 +83,20 @@ def _known_key(schema: Any, key: str) -> bool:
     return True
 
 
+def _schema_keys(schema: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a schema's sections (for "did you mean" on a space key)."""
+    from llmtune.config.schema import flag_option
+    from llmtune.config.validate import _section_class
+
+    keys = []
+    for name, field in schema.model_fields.items():
+        if flag_option(field) or name == "search":
+            continue
+        section = _section_class(field.annotation)
+        keys += _schema_keys(section, f"{prefix}{name}.") if section is not None else [f"{prefix}{name}"]
+    return keys
+
+
 def search_problems(command: str, path: str | Path, overrides: list[str] | None, cfg: Any) -> list[str]:
     """Check `search:` against the rest of the config: each space key with each of its values, and the metric.
 
@@ -101,6 +115,7 @@ def search_problems(command: str, path: str | Path, overrides: list[str] | None,
         One problem per bad key (its line, its value and the fix) and for a metric the run does not report.
     """
     from llmtune.config import SCHEMAS, load_config
+    from llmtune.config.validate import suggest
 
     raw = read_yaml(path)
     apply_overrides(raw, list(overrides or []))
@@ -114,10 +129,8 @@ def search_problems(command: str, path: str | Path, overrides: list[str] | None,
             problems.append(f"{where}: cannot search {reason}; remove it from search.space.")
             continue
         if not _known_key(schema, key):
-            problems.append(
-                f"{where}: '{key}' is not a key of a {command} config; name a config key as a key.path=value override "
-                "would (e.g. training.learning_rate, training.per_device_train_batch_size, data.max_length)."
-            )
+            hint = suggest(key, _schema_keys(schema)) or " Name a config key as a key.path=value override would (e.g. training.learning_rate, data.max_length)."
+            problems.append(f"{where}: '{key}' is not a key of a {command} config.{hint}")
             continue
         for label, value in spec.probes():
             try:
@@ -138,13 +151,9 @@ def search_problems(command: str, path: str | Path, overrides: list[str] | None,
                 break
     metrics = reported_metrics(cfg)
     if search.metric not in metrics:
-        from llmtune.config.validate import suggest
-
+        weighted = " (the _weighted ones only with more than two labels)" if any(m.endswith("_weighted") for m in metrics) else ""
         problems.append(
             f"{raw.where(('search', 'metric'))}: this run does not report '{search.metric}'.{suggest(search.metric, metrics)} "
-            f"It reports: {', '.join(metrics)} (f1/precision/recall _weighted only with more than two labels)."
-            if registry.task_for_config(cfg).name == "classification"
-            else f"{raw.where(('search', 'metric'))}: this run does not report '{search.metric}'.{suggest(search.metric, metrics)} "
-            f"It reports: {', '.join(metrics)}."
+            f"It reports: {', '.join(metrics)}{weighted}."
         )
     return problems
