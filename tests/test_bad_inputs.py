@@ -862,6 +862,7 @@ CASES: list[Case] = [
         tune_case(key="data.max_length", spec={"type": "int", "low": 16, "high": 128}),
         ["search.space.data.max_length (line", "high = 128 does not fit data.max_length", "64 positions"],
     ),
+    Case("tune-searching-the-output-dir", tune_case(key="training.output_dir", spec={"type": "categorical", "choices": ["a", "b"]}), ["search.space.training.output_dir (line", "cannot search training.output_dir"]),
     Case("tune-metric-the-run-does-not-report", tune_case({"metric": "eval_bleu"}), ["search.metric (line", "does not report 'eval_bleu'", "eval_loss, eval_accuracy, eval_f1"]),
     Case("tune-search-checked-by-validate", tune_case({"metric": "eval_acc"}, command="validate"), ["search.metric (line", "Did you mean 'eval_accuracy'?"]),
     Case("tune-existing-output-dir", tune_case(existing_run=True), ["training.output_dir:", "is not empty. Pass --overwrite to replace it (once the new study is complete), --resume"]),

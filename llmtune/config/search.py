@@ -17,6 +17,11 @@ from llmtune.tasks import registry
 
 # The statistics llmtune.lm.lm_metrics reports for the language-model tasks (eval_ prefixed by Trainer).
 LM_METRICS = ("perplexity", "nll_per_token", "token_accuracy")
+# Keys a study sets itself, with why they cannot be searched.
+NOT_SEARCHED = {
+    "seed": "the seed (the sampler is seeded with it, and trials must differ only in their values)",
+    "training.output_dir": "training.output_dir (the study puts each trial in <output_dir>/trial-NNN)",
+}
 # What one seq2seq `metrics:` entry reports (llmtune.tasks.seq2seq.build_compute_metrics).
 SEQ2SEQ_REPORTED = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum")}
 
@@ -124,8 +129,8 @@ def search_problems(command: str, path: str | Path, overrides: list[str] | None,
     schema = SCHEMAS[command]
     for key, spec in search.space.items():
         where = raw.where(("search", "space", key))
-        if key.split(".")[0] == "search" or key == "seed":
-            reason = "the search's own settings" if key.startswith("search") else "the seed (the sampler is seeded with it; tune another key)"
+        if key.split(".")[0] == "search" or key in NOT_SEARCHED:
+            reason = NOT_SEARCHED.get(key, "the search's own settings")
             problems.append(f"{where}: cannot search {reason}; remove it from search.space.")
             continue
         if not _known_key(schema, key):

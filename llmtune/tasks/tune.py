@@ -168,7 +168,8 @@ def _pruning_callback(trial: optuna.Trial, metric: str) -> Any:
     from transformers import TrainerCallback
 
     class ReportToOptuna(TrainerCallback):
-        reported: set[int] = set()
+        def __init__(self) -> None:
+            self.reported: set[int] = set()
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any) -> Any:
             value = (metrics or {}).get(metric)
@@ -182,9 +183,7 @@ def _pruning_callback(trial: optuna.Trial, metric: str) -> Any:
                 raise optuna.TrialPruned(f"pruned at step {state.global_step}")
             return control
 
-    callback = ReportToOptuna()
-    callback.reported = set()
-    return callback
+    return ReportToOptuna()
 
 
 def _evaluates_during_training(cfg: RunConfig) -> bool:
