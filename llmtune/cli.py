@@ -198,6 +198,8 @@ def _load(command: str, path: str | Path | None, overrides: list[str] | None = N
 def _train_command(command: str, config: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
     def work(stdout: Any) -> None:
         cfg, task = _load(command, config, overrides, overwrite=overwrite, resume=resume)
+        if getattr(cfg, "search", None) is not None:
+            logging.getLogger("llmtune").info("search: is for llmtune tune; %s trains the config as it is", command)
         result = task.run(cfg)
         # Under torchrun / accelerate launch every process runs this; the metrics are global (gathered
         # by Trainer), so one JSON object from the main process says it all. The state is accelerate's
@@ -238,6 +240,25 @@ def pretrain_mlm(config: ConfigArg, overrides: OverridesArg = None, overwrite: O
 
 
 @_command()
+def tune(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Finished trials the study runs to (default: search.trials).")] = None,
+    overwrite: OverwriteOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted (or finished) study in the output directory.")] = False,
+    command: Annotated[Optional[str], typer.Option("--for", help="finetune or pretrain-mlm; inferred from the config's keys when omitted.")] = None,
+) -> None:
+    """Search hyperparameters (the config's search: section) with Optuna; one JSON line per trial, then the best."""
+
+    def work(stdout: Any) -> None:
+        from llmtune.tasks import tune as tune_task
+
+        tune_task.run(tune_task.load(config, overrides, trials, command, overwrite=overwrite, resume=resume), stdout)
+
+    _execute(work)
+
+
+@_command()
 def validate(
     config: ConfigArg,
     overrides: OverridesArg = None,
@@ -251,6 +272,13 @@ def validate(
         name = command or infer_command(read_yaml(config).data)
         # Configs for GPU machines are validated on CPU-only CI: what this machine lacks is only a warning.
         cfg = load_config(name, config, overrides, on_this_machine=False)
+        if getattr(cfg, "search", None) is not None:
+            from llmtune.config.search import search_problems
+            from llmtune.errors import ConfigError
+
+            problems = search_problems(name, config, overrides, cfg)
+            if problems:
+                raise ConfigError(problems, source=str(config))
         typer.echo(f"{config}: valid {name} config", err=True)
         _print_json({"command": name, "config": cfg.model_dump(mode="json")}, stdout)
 

@@ -312,6 +312,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[t
     diffs = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, defaults.get(key, missing)), new.get(key, defaults.get(key, missing))
+        if (a is missing and b is None) or (b is missing and a is None):
+            continue  # an optional section added since the run was saved (search:, peft:): absent means null
         if not _same(a, b):
             diffs.append((key, None if a is missing else a, None if b is missing else b))
     return diffs

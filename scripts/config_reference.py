@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,7 +29,8 @@ def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
         default = "required" if field.is_required() else ("{}" if field.default_factory else repr(field.default))
         if section is not None:
             rows.append(f"| `{key}` | section | {default} | {field.description or section.__doc__.strip()} |")
-            rows += _rows(section, key + ".")
+            # A mapping of sections (search.space: config key -> ParamSpec) is documented under a <key> placeholder.
+            rows += _rows(section, key + (".<key>." if typing.get_origin(field.annotation) is dict else "."))
         else:
             rows.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default}` | {field.description or ''} |")
     return rows

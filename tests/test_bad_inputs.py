@@ -129,6 +129,47 @@ data:
 """
 
 
+def tune_case(
+    search: dict | None = None, key: str = "training.learning_rate", spec: dict | None = None, command: str = "tune",
+    existing_run: bool = False, flags: tuple[str, ...] = (), empty_train: bool = False,
+) -> Callable[[Path], list[str]]:
+    """`llmtune tune` (or `command`) on the tiny config with a search: section: `search` keys over a valid one, and
+    `spec` as the space entry of `key` (`empty_train`: a training file with no rows, found by the first trial)."""
+
+    def setup(tmp: Path) -> list[str]:
+        import yaml
+
+        config = classification_config(tmp)
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        space = {key: spec or {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}}
+        data["search"] = {"metric": "eval_accuracy", "trials": 2, "space": space, **(search or {})}
+        write_config(config, data)
+        if existing_run:
+            previous_run(tmp)
+        if empty_train:
+            (tmp / "train.tsv").write_text("sentence\tlabel\n", encoding="utf-8")
+        return [command, str(config), *flags]
+
+    return setup
+
+
+def mlm_tune_case(metric: str) -> Callable[[Path], list[str]]:
+    """`llmtune tune --for pretrain-mlm` on a tiny masked-LM config searching the learning rate for `metric`."""
+
+    def setup(tmp: Path) -> list[str]:
+        train, _ = data_files(tmp)
+        config = {
+            "model": {"from_config": dict(TINY_BERT)},
+            "tokenizer": {"train": {"type": "wordpiece", "vocab_size": 200, "min_frequency": 1}},
+            "data": {"train_file": str(train), "validation_split": 0.25, "text_column": "sentence", "max_length": 32},
+            "training": {"output_dir": str(tmp / "run"), "max_steps": 2},
+            "search": {"metric": metric, "space": {"training.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}},
+        }
+        return ["tune", str(write_config(tmp / "cfg.yaml", config)), "--for", "pretrain-mlm"]
+
+    return setup
+
+
 # --- builders of slice 'validate' (issue 8, points 3 and 5) ----------------------------------------------
 
 BERT_CLASSIFIER = {
@@ -847,6 +888,43 @@ CASES: list[Case] = [
     Case("peft-rank-zero", over_model(BERT_CLASSIFIER, "peft.r=0"), ["peft.r (command-line override)", "greater than 0"]),
     Case("peft-dropout-above-one", over_model(BERT_CLASSIFIER, "peft.dropout=1.5"), ["peft.dropout (command-line override)", "less than 1"]),
     Case("peft-unknown-method", over_model(BERT_CLASSIFIER, "peft.method=qlora"), ["peft.method (command-line override)", "'lora'", "qlora"]),
+    # issue 11 slice B: tune (search: section, search space checked against the config, output-directory rules)
+    Case("tune-no-search-section", lambda tmp: ["tune", str(classification_config(tmp))], ["tune needs a search: section", "training.learning_rate: {type: float"]),
+    Case("tune-unknown-key-in-search", tune_case({"sampler": "tpe"}), ["search.sampler (line", "unknown key", "Valid keys here: metric, direction, trials, space, pruning"]),
+    Case("tune-unknown-key-in-a-space-entry", tune_case(spec={"type": "float", "low": 1e-5, "high": 1e-3, "scale": "log"}), ["search.space.training.learning_rate.scale (line", "unknown key", "log"]),
+    Case("tune-empty-range", tune_case(spec={"type": "float", "low": 1e-3, "high": 1e-5}), ["search.space.training.learning_rate (line", "empty range: low (0.001) must be below high (1e-05)"]),
+    Case("tune-log-scale-from-zero", tune_case(spec={"type": "float", "low": 0, "high": 1e-3, "log": True}), ["search.space.training.learning_rate (line", "log: true needs low > 0"]),
+    Case("tune-categorical-without-choices", tune_case(spec={"type": "categorical"}), ["search.space.training.learning_rate (line", "type: categorical needs choices"]),
+    Case("tune-choices-for-a-float", tune_case(spec={"type": "float", "low": 1e-5, "high": 1e-3, "choices": [1e-4]}), ["choices only apply to type: categorical"]),
+    Case("tune-int-type-for-a-float-key", tune_case(spec={"type": "int", "low": 1e-5, "high": 1e-3}), ["search.space.training.learning_rate (line", "type: int takes whole numbers", "use type: float"]),
+    Case(
+        "tune-float-type-for-an-int-key",
+        tune_case(key="training.per_device_train_batch_size", spec={"type": "float", "low": 8, "high": 32}),
+        ["search.space.training.per_device_train_batch_size (line", "takes whole numbers, but type: float would try values between them", "use type: int"],
+    ),
+    Case(
+        "tune-space-key-not-in-the-config",
+        tune_case(key="data.max_lenght", spec={"type": "int", "low": 8, "high": 32}),
+        ["search.space.data.max_lenght (line", "is not a key of a finetune config. Did you mean 'data.max_length'?"],
+    ),
+    Case(
+        "tune-space-value-the-key-refuses",
+        tune_case(key="training.per_device_train_batch_size", spec={"type": "categorical", "choices": [8, 0]}),
+        ["search.space.training.per_device_train_batch_size (line", "choices[1] = 0 does not fit", "must be at least 1"],
+    ),
+    Case(
+        "tune-space-value-over-the-model-positions",
+        tune_case(key="data.max_length", spec={"type": "int", "low": 16, "high": 128}),
+        ["search.space.data.max_length (line", "high = 128 does not fit data.max_length", "64 positions"],
+    ),
+    Case("tune-searching-the-output-dir", tune_case(key="training.output_dir", spec={"type": "categorical", "choices": ["a", "b"]}), ["search.space.training.output_dir (line", "cannot search training.output_dir"]),
+    Case("tune-metric-the-run-does-not-report", tune_case({"metric": "eval_bleu"}), ["search.metric (line", "does not report 'eval_bleu'", "eval_loss, eval_accuracy, eval_f1"]),
+    Case("tune-search-checked-by-validate", tune_case({"metric": "eval_acc"}, command="validate"), ["search.metric (line", "Did you mean 'eval_accuracy'?"]),
+    Case("tune-existing-output-dir", tune_case(existing_run=True), ["training.output_dir:", "is not empty. Pass --overwrite to replace it (once the new study is complete), --resume"]),
+    Case("tune-resume-without-a-study", tune_case(flags=("--resume",)), ["--resume: no study.db in", "Run without --resume"]),
+    Case("tune-resume-and-overwrite", tune_case(flags=("--resume", "--overwrite")), ["--overwrite and --resume contradict each other"]),
+    Case("tune-bad-data-found-by-the-first-trial", tune_case(empty_train=True), ["trial 0 (", "train.tsv"]),
+    Case("tune-pretrain-mlm-metric", mlm_tune_case("eval_accuracy"), ["search.metric (line", "does not report 'eval_accuracy'", "eval_perplexity, eval_nll_per_token, eval_token_accuracy"]),
 ]
 
 

@@ -193,6 +193,95 @@ class PeftSection(Section):
         return value
 
 
+class ParamSpec(Section):
+    """One dimension of a `search.space`: the values `llmtune tune` tries for one config key (Optuna's distributions)."""
+
+    type: Literal["float", "int", "categorical"] = Field(
+        description="float (suggest_float: a real range), int (suggest_int: whole numbers) or categorical (one of choices)."
+    )
+    low: int | float | None = Field(None, description="float/int: the smallest value tried.")
+    high: int | float | None = Field(None, description="float/int: the largest value tried (included).")
+    log: bool = Field(False, description="float/int: sample on a log scale (learning rates, weight decay); needs low > 0.")
+    step: int | float | None = Field(None, gt=0, description="float/int: only values low + k*step; null = any value (float) or 1 (int).")
+    choices: list[Any] | None = Field(None, description="categorical: the values to choose among (numbers, strings, booleans, null).")
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("type: categorical needs choices, e.g. choices: [16, 32]")
+            ranged = [k for k in ("low", "high", "step") if getattr(self, k) is not None] + (["log"] if self.log else [])
+            if ranged:
+                verb = "applies" if len(ranged) == 1 else "apply"
+                raise ValueError(f"{', '.join(ranged)} only {verb} to type: float or int; a categorical takes choices alone (remove {', '.join(ranged)})")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices only apply to type: categorical; type: {self.type} takes low and high (or use type: categorical)")
+        if self.low is None or self.high is None:
+            raise ValueError(f"type: {self.type} needs low and high, e.g. {{type: {self.type}, low: 1, high: 8}}")
+        if self.type == "int":
+            fractional = [f"{k} {v:g}" for k, v in (("low", self.low), ("high", self.high), ("step", self.step)) if v is not None and not float(v).is_integer()]
+            if fractional:
+                raise ValueError(
+                    f"type: int takes whole numbers, but {', '.join(fractional)} {'is not one' if len(fractional) == 1 else 'are not'}; "
+                    "use type: float for a real-valued key"
+                )
+        if self.low >= self.high:
+            raise ValueError(f"empty range: low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (a log scale has no 0 or negative values), got low {self.low:g}")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna samples a log scale continuously); drop one")
+        return self
+
+    def distribution(self) -> Any:
+        """The Optuna distribution of this dimension (imports optuna)."""
+        from optuna import distributions
+
+        if self.type == "categorical":
+            return distributions.CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return distributions.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def probes(self) -> list[tuple[str, Any]]:
+        """The values validation loads the config with: (what the value is, value): low and high, or every choice."""
+        if self.type == "categorical":
+            return [(f"choices[{i}]", choice) for i, choice in enumerate(self.choices or [])]
+        cast = int if self.type == "int" else float
+        return [("low", cast(self.low)), ("high", cast(self.high))]
+
+
+class SearchSection(Section):
+    """`llmtune tune`: the hyperparameter search over this training config (Optuna). Training commands ignore it."""
+
+    metric: str = Field(
+        "eval_loss", description="What the search optimizes: a validation metric the run reports (eval_loss, eval_accuracy, eval_bleu, ...)."
+    )
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="minimize or maximize metric; null = minimize a metric ending in loss or perplexity, maximize any other."
+    )
+    trials: int = Field(20, gt=0, description="Finished trials (complete or pruned) the study runs to; --trials N overrides it.")
+    space: dict[str, ParamSpec] = Field(
+        description="Config key (as in a key.path=value override, e.g. training.learning_rate) -> the values to try: "
+        "{type: float or int, low, high, log, step} or {type: categorical, choices: [...]}."
+    )
+    pruning: bool = Field(
+        True,
+        description="Stop a trial early when its intermediate evaluations are worse than the median of earlier trials at the "
+        "same step (Optuna's MedianPruner; needs training.eval_strategy steps or epoch).",
+    )
+
+    @model_validator(mode="after")
+    def _direction(self) -> SearchSection:
+        if not self.space:
+            raise ValueError("search.space is empty: name at least one config key to search, e.g. training.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}")
+        if self.direction is None:
+            lower_is_better = self.metric.lower().endswith(("loss", "perplexity"))
+            self.direction = "minimize" if lower_is_better else "maximize"
+        return self
+
+
 class RunConfig(Section):
     """Keys shared by every training command."""
 
@@ -208,6 +297,10 @@ class RunConfig(Section):
 
     peft: PeftSection | None = Field(
         None, description="Train LoRA adapters (peft) instead of every weight, e.g. {method: lora, r: 8}; null = full fine-tuning."
+    )
+
+    search: SearchSection | None = Field(
+        None, description="The hyperparameter search `llmtune tune` runs over this config (see README); finetune and pretrain-mlm ignore it."
     )
 
     overwrite: bool = flag("--overwrite", False, "replace a non-empty output directory (once the new run is complete).")

@@ -99,11 +99,14 @@ def _section_class(annotation: Any) -> type[BaseModel] | None:
 def _fields_at(schema: type[BaseModel], key: Key) -> list[str]:
     """The valid key names of the section that `key` lives in (for 'did you mean')."""
     cls: type[BaseModel] | None = schema
-    for part in key[:-1]:
+    parts = iter(key[:-1])
+    for part in parts:
         field = cls.model_fields.get(part) if cls else None
         cls = _section_class(field.annotation) if field else None
         if cls is None:
             return []
+        if typing.get_origin(field.annotation) is dict:
+            next(parts, None)  # a mapping of sections (search.space): the next part is the user's own key
     from llmtune.config.schema import flag_option
 
     return [name for name, field in cls.model_fields.items() if not flag_option(field)]
