@@ -198,6 +198,32 @@ def test_lora_run_saves_an_adapter_and_a_merged_model_with_the_same_outputs(task
     stored = load_file(str(out / "adapter_model.safetensors"))
     assert all(".lora_A." in k or ".lora_B." in k or ".classifier." in k for k in stored), sorted(stored)[:8]
 
+    # llmtune's own inference commands take the run's output dir (the adapter) and merged/ alike, with the same results.
+    (adapter_exact, adapter_scores), (merged_exact, merged_scores) = (cli_outputs(task, model, tmp_path) for model in (out, out / "merged"))
+    assert adapter_exact == merged_exact
+    assert adapter_scores == pytest.approx(merged_scores, rel=1e-4, abs=1e-5)
+
+
+def cli_outputs(task: str, model: Path, tmp: Path) -> tuple[list, list[float]]:
+    """What `llmtune predict` (classification), `generate` (causal-lm, seq2seq) or `evaluate` (masked-lm) gives
+    on `model`: (what must be equal: labels, completions; the scores, equal up to float noise)."""
+    if task == "classification":
+        result = invoke("predict", "--model", str(model), "--input", "-", stdin="\n".join(TEXTS[:6]) + "\n")
+    elif task == "masked-lm":
+        result = invoke("evaluate", "--model", str(model), f"data.validation_file={tmp / 'mlm.txt'}", "data.max_length=16")
+    else:
+        result = invoke("generate", "--model", str(model), "--input", "-", "generation.max_new_tokens=6", stdin="the film was\na very\n")
+    assert result.exit_code == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    if task == "classification":
+        return [row["label"] for row in rows], [p for row in rows for _, p in sorted(row["probabilities"].items())]
+    if task == "masked-lm":
+        (row,) = rows
+        assert row["kind"] == "masked-lm" and row["eval_scored_tokens"] > 0
+        return [row["eval_scored_tokens"]], [row["eval_perplexity"]]
+    assert len(rows) == 2
+    return [row["completion"] for row in rows], []
+
 
 def test_lora_trains_only_the_adapters_and_the_head(tmp_path: Path) -> None:
     """Quality: the loss drops; against the base model, merged/ differs exactly in the adapted layers and the head,

@@ -146,6 +146,26 @@ def test_bad_trials_are_pruned(tmp_path: Path) -> None:
     assert sum(s in ("COMPLETE", "PRUNED") for s in states.values()) == 4
 
 
+def test_peft_r_is_searched_on_a_lora_config(tmp_path: Path) -> None:
+    """`peft.r` in the space (issue 11's example): each trial is a LoRA run of its own rank, best.yaml keeps it."""
+    from conftest import tiny_classifier_dir
+
+    base = tiny_classifier_dir(tmp_path / "base", ["negative", "positive"], [text for text, _ in sentiment_rows(64, seed=1)])
+    config = yaml.safe_load(tune_config(tmp_path, space={"peft.r": {"type": "int", "low": 2, "high": 16, "log": True}}, metric="eval_loss").read_text())
+    config["model"], config["peft"] = {"name_or_path": str(base)}, {"r": 8, "alpha": 16, "merge": False}
+    del config["tokenizer"]
+    result = invoke("tune", str(write_config(tmp_path / "tune.yaml", config)), "--trials", "2")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    *trials, best = lines(result.stdout)
+    assert len(trials) == 2 and len({t["params"]["peft.r"] for t in trials}) == 2, trials
+    for trial in trials:
+        if trial["state"] == "COMPLETE":
+            adapter = json.loads((Path(trial["output_dir"]) / "adapter_config.json").read_text())
+            assert adapter["r"] == trial["params"]["peft.r"] and adapter["lora_alpha"] == 16
+    best_config = yaml.safe_load(Path(best["best_config"]).read_text())
+    assert best_config["peft"]["r"] == best["params"]["peft.r"] and "search" not in best_config
+
+
 def test_no_search_section_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     config = tune_config(tmp_path)
     data = yaml.safe_load(config.read_text())
