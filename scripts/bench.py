@@ -57,12 +57,15 @@ SHAPES = {
         "mlm": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab": 8192, "block": 128, "batch": 64, "steps": 120},
         "cls": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "vocab": 8192, "max_length": 128, "batch": 32, "steps": 250, "warmup": 50, "rows": 20000},
         "gen": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "vocab": 8192, "prompts": 64, "new_tokens": 64, "batch": 16},
+        "lora": {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024, "vocab": 8192, "block": 1024, "batch": 16, "steps": 120},
     },
     "cpu": {
         "clm": {"n_layer": 3, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab": 1024, "block": 128, "batch": 32, "steps": 40},
         "mlm": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512, "vocab": 4000, "block": 64, "batch": 16, "steps": 120},
         "cls": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536, "vocab": 8000, "max_length": 128, "batch": 32, "steps": 63, "warmup": 0, "rows": 2000},
         "gen": {"n_layer": 3, "n_embd": 128, "n_head": 4, "n_positions": 256, "vocab": 1024, "prompts": 32, "new_tokens": 32, "batch": 16},
+        # LoRA: a GPT-2 of 6 x 512 (~23M weights): big enough that full fine-tuning's gradients and Adam state show.
+        "lora": {"n_layer": 6, "n_embd": 512, "n_head": 8, "n_positions": 256, "vocab": 4096, "block": 128, "batch": 8, "steps": 40},
     },
 }
 
@@ -247,8 +250,8 @@ def run_plain_trainer(spec: dict) -> dict:
 
     set_seed(42)
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
-    shape = dict(spec["shape"])
-    model_type = shape.pop("model_type")
+    shape = dict(spec.get("shape", {}))  # the LoRA row loads a saved model instead
+    model_type = shape.pop("model_type", None)
     if spec["kind"] == "clm":
         data = plain_clm_blocks(tokenizer, spec["block"])
         if spec.get("base_model"):  # the LoRA row: a saved "pretrained" model, LoRA through peft as its docs show
@@ -639,9 +642,9 @@ def bench_training(kind: str, device: str, args: argparse.Namespace, work: Path)
 
 
 def bench_lora(device: str, args: argparse.Namespace, work: Path) -> list[dict]:
-    """LoRA (r=8 on the attention projections) vs full fine-tuning of one saved causal LM (the clm row's GPT-2 shape).
+    """LoRA (r=8 on the attention projections) vs full fine-tuning of one saved GPT-2-shaped causal LM (SHAPES "lora").
 
-    The base is a randomly initialised GPT-2 of the clm shape saved with save_pretrained (LoRA adapts a saved
+    The base is a randomly initialised GPT-2 of that shape saved with save_pretrained (LoRA adapts a saved
     model; its weights' values do not change the cost). Rows: llmtune LoRA vs llmtune full fine-tuning (the
     speed ratio; the memory columns are LoRA's and full fine-tuning's peaks), and llmtune LoRA vs a plain
     Trainer + peft script (`get_peft_model` with peft's default target modules for GPT-2, c_attn).
@@ -649,10 +652,9 @@ def bench_lora(device: str, args: argparse.Namespace, work: Path) -> list[dict]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    shape = dict(SHAPES[device]["clm"])
-    tok_dir = work / "tok-clm"
-    if not tok_dir.exists():
-        train_tokenizer("bpe", shape["vocab"], tok_dir)
+    shape = dict(SHAPES[device]["lora"])
+    tok_dir = work / "tok-lora"
+    train_tokenizer("bpe", shape["vocab"], tok_dir)
     base = work / "lora-base"
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(0)
@@ -762,7 +764,7 @@ def main() -> None:
             elif kind == "gen":
                 rows += bench_generation(args.device, args, work)
             elif kind == "lora":
-                rows += bench_lora(args.device, timing_args(args, "clm"), work)
+                rows += bench_lora(args.device, timing_args(args, "lora"), work)
             else:
                 rows += bench_training(kind, args.device, timing_args(args, kind), work)
             print(f"[bench] {kind}: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
