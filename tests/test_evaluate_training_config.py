@@ -148,5 +148,6 @@ def test_training_only_keys_come_from_the_schemas() -> None:
     assert finetune == {(name,) for name in set(FinetuneConfig.model_fields) - set(EvaluateConfig.model_fields) - {"overwrite", "resume"}}
     assert ("task",) in finetune and ("training",) in finetune and ("metrics",) not in finetune  # evaluate reads metrics:
     mlm = {key for key in training_only_keys("pretrain-mlm") if len(key) == 1}
-    assert mlm == {("training",)} and "mlm" in PretrainMLMConfig.model_fields
+    assert mlm == {(name,) for name in set(PretrainMLMConfig.model_fields) - set(EvaluateConfig.model_fields) - {"overwrite", "resume"}}
+    assert mlm == {("training",), ("peft",), ("search",)} and "mlm" in PretrainMLMConfig.model_fields  # evaluate reads mlm:
     assert {("model", "from_config"), ("tokenizer", "train"), ("model", "name_or_path")} <= set(training_only_keys("finetune"))
