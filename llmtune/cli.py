@@ -29,7 +29,7 @@ app = typer.Typer(
     help="Train and use transformer language models from a YAML config.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (Typer's shell completion)
     rich_markup_mode=None,
 )
 

@@ -73,3 +73,21 @@ def test_top_level_help_lists_every_command_with_its_whole_summary() -> None:
         assert f"{name} {summary}" in text
     # click's own summaries stop at ~45 characters with "..."; none may be cut.
     assert not [line for line in stdout.splitlines()[1:] if line.endswith("...")]
+
+
+def _complete(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the console script as a shell's completion function does: the protocol is in the environment."""
+    script = os.path.join(os.path.dirname(sys.executable), "llmtune")
+    return subprocess.run([script], capture_output=True, text=True, env={**os.environ, **env}, check=False, timeout=60)
+
+
+def test_show_completion_prints_a_script_that_completes_commands_and_options() -> None:
+    script = os.path.join(os.path.dirname(sys.executable), "llmtune")
+    shown = subprocess.run([script, "--show-completion", "bash"], capture_output=True, text=True, check=True, timeout=60)
+    assert "complete -o default -F _llmtune_completion llmtune" in shown.stdout and "_LLMTUNE_COMPLETE=complete_bash" in shown.stdout
+    commands = _complete({"_LLMTUNE_COMPLETE": "complete_bash", "COMP_WORDS": "llmtune fine", "COMP_CWORD": "1"})
+    assert commands.returncode == 0 and commands.stdout.split() == ["finetune"]
+    options = _complete({"_LLMTUNE_COMPLETE": "complete_bash", "COMP_WORDS": "llmtune finetune cfg.yaml --ov", "COMP_CWORD": "3"})
+    assert options.stdout.split() == ["--overwrite"]
+    everything = _complete({"_LLMTUNE_COMPLETE": "complete_bash", "COMP_WORDS": "llmtune ", "COMP_CWORD": "1"})
+    assert {"finetune", "pretrain-mlm", "tune", "validate", "evaluate", "predict", "generate"} <= set(everything.stdout.split())
