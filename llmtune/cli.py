@@ -318,6 +318,9 @@ def evaluate(
 def predict(
     model: Annotated[str, typer.Option("--model", help="Trained classifier directory.", show_default=False)],
     input: Annotated[str, typer.Option("--input", help="A .txt, .jsonl, .csv or .tsv file, or - for stdin.", show_default=False)],
+    input_format: Annotated[
+        Optional[str], typer.Option("--input-format", help="txt, jsonl, csv or tsv; by default from the file extension (stdin: jsonl if it starts with {, else txt).")
+    ] = None,
     output: Annotated[Optional[str], typer.Option("--output", help="Write the JSONL here instead of stdout.")] = None,
     text_field: Annotated[str, typer.Option("--text-field", help="Field/column holding the text.")] = "text",
     text_pair_field: Annotated[Optional[str], typer.Option("--text-pair-field", help="Field/column holding the second text of a pair.")] = None,
@@ -330,6 +333,7 @@ def predict(
     def work(stdout: Any) -> None:
         stdout, target = _main_process_results(stdout, output)
         options = {"text_field": text_field, "text_pair_field": text_pair_field, "batch_size": batch_size, "top_k": top_k, "max_length": max_length}
+        options["input_format"] = input_format
         cfg, task = _load("predict", None, model=model, input=input, output=target, **options)
         summary = task.run(cfg, stdout)
         typer.echo(f"predicted {summary['rows']} rows ({summary['truncated']} truncated to {summary['max_length']} tokens)", err=True)

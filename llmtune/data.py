@@ -33,7 +33,14 @@ FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 SPLIT_KEYS = {"train": "data.train_file", "validation": "data.validation_file", "test": "data.test_file"}
 
 
-def check_file(path: str | Path, key: str, column_names: list[str] | None = None, columns: dict[str, str | None] | None = None) -> int | None:
+def file_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format a data file is read as, as an extension (`.txt`): `fmt` (`data.format`) if set, else the file's own."""
+    return f".{fmt}" if fmt else Path(path).suffix.lower()
+
+
+def check_file(
+    path: str | Path, key: str, column_names: list[str] | None = None, columns: dict[str, str | None] | None = None, fmt: str | None = None
+) -> int | None:
     """Check a local .csv/.tsv/.jsonl/.txt file line by line before `datasets` loads it.
 
     `datasets` fails on such files with "An error occurred while generating the dataset" and no line, or
@@ -47,6 +54,7 @@ def check_file(path: str | Path, key: str, column_names: list[str] | None = None
         columns: config key -> column the task reads (`data.text_column`: `sentence`); a JSON line
             without a column that other lines have is an error. A column no line has is left to
             `require_columns`, which lists the columns there are.
+        fmt: `data.format` (txt, csv, ...), which overrides the file's extension.
 
     Returns:
         The number of data rows; None for a format without lines.
@@ -57,7 +65,7 @@ def check_file(path: str | Path, key: str, column_names: list[str] | None = None
     from llmtune.inputs import FORMATS as LINE_FORMATS
     from llmtune.inputs import iter_records
 
-    fmt = LINE_FORMATS.get(Path(path).suffix.lower())
+    fmt = LINE_FORMATS.get(file_format(path, fmt))
     if fmt is None:
         return None
     name = f"{key}: {path}"
@@ -89,7 +97,7 @@ def check_file(path: str | Path, key: str, column_names: list[str] | None = None
     return rows
 
 
-def line_of(path: str | Path, row: int, column_names: list[str] | None = None) -> int | None:
+def line_of(path: str | Path, row: int, column_names: list[str] | None = None, fmt: str | None = None) -> int | None:
     """The line of a local file that row `row` (0-based) of its loaded `Dataset` came from; None for .json/.parquet.
 
     Blank lines, a header and quoted multi-line cells make the two differ; errors are rare, so the file
@@ -98,7 +106,7 @@ def line_of(path: str | Path, row: int, column_names: list[str] | None = None) -
     from llmtune.inputs import FORMATS as LINE_FORMATS
     from llmtune.inputs import iter_records
 
-    fmt = LINE_FORMATS.get(Path(path).suffix.lower())
+    fmt = LINE_FORMATS.get(file_format(path, fmt))
     if fmt is None:
         return None
     for index, record in enumerate(iter_records(path, fmt, str(path), column_names=column_names)):
@@ -116,7 +124,7 @@ def where(data: Any, role: str, row: int) -> str:
     if path is None:
         hub = getattr(data, "hub", None)
         return f"data.hub ({hub.path}) {role} split, row {row + 1}" if hub is not None else f"{SPLIT_KEYS.get(role, role)}: row {row + 1}"
-    line = line_of(path, row, getattr(data, "column_names", None))
+    line = line_of(path, row, getattr(data, "column_names", None), getattr(data, "format", None))
     return f"{SPLIT_KEYS.get(role, role)}: {path}, " + (f"line {line}" if line is not None else f"row {row + 1}")
 
 
@@ -128,7 +136,9 @@ def _cause(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_file(path: str | Path, key: str, column_names: list[str] | None = None, columns: dict[str, str | None] | None = None) -> Dataset:
+def load_file(
+    path: str | Path, key: str, column_names: list[str] | None = None, columns: dict[str, str | None] | None = None, fmt: str | None = None
+) -> Dataset:
     """Load one local data file as a `datasets.Dataset`, after `check_file` has read it line by line.
 
     Args:
@@ -136,6 +146,7 @@ def load_file(path: str | Path, key: str, column_names: list[str] | None = None,
         key: the config key that named the file, for error messages (e.g. `data.train_file`).
         column_names: names for the columns of a headerless csv/tsv file.
         columns: config key -> column the task reads, for `check_file`.
+        fmt: `data.format` (txt, csv, tsv, json, jsonl, parquet): read the file as this, whatever its extension.
 
     Raises:
         DataError: the file is missing, of an unknown format, or cannot be parsed (naming the line when it has lines).
@@ -143,22 +154,27 @@ def load_file(path: str | Path, key: str, column_names: list[str] | None = None,
     from datasets import load_dataset
 
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{key}: unsupported file type '{path.suffix}' ({path}); use one of {', '.join(FORMATS)}.")
+    read_as = file_format(path, fmt)
+    builder_kwargs = FORMATS.get(read_as)
+    if builder_kwargs is None:
+        raise DataError(
+            f"{key}: unsupported file type '{path.suffix}' ({path}); use one of {', '.join(FORMATS)}, or say how to read it "
+            f"with data.format: {'|'.join(f[1:] for f in FORMATS)} (a WikiText .raw file is txt)."
+        )
     if not path.is_file():
         raise DataError(f"{key}: file not found: {path}. Fix the path (relative paths in a config resolve against the config's folder).")
-    builder, kwargs = fmt
+    builder, kwargs = builder_kwargs
     kwargs = dict(kwargs)
     if column_names:
         if builder != "csv":
             raise DataError(f"data.column_names applies to headerless .csv/.tsv files, not {path.name}.")
         kwargs["column_names"] = list(column_names)
-    check_file(path, key, column_names, columns)
+    check_file(path, key, column_names, columns, fmt)
     try:
         return load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow/json raise many types; all mean "cannot parse"
-        raise DataError(f"{key}: cannot read {path} as {path.suffix} data: {_cause(exc)}") from exc
+        how = f"data.format: {fmt}" if fmt else read_as
+        raise DataError(f"{key}: cannot read {path} as {how} data: {_cause(exc)}") from exc
 
 
 def load_hub(data: DataSection) -> DatasetDict:
@@ -206,7 +222,7 @@ def load_splits(data: DataSection, columns: dict[str, str | None] | None = None)
         splits = DatasetDict(
             {
                 # A {source, target} pair of line-aligned text files (task: seq2seq) becomes those two columns.
-                role: load_file(path, SPLIT_KEYS[role], data.column_names, columns)
+                role: load_file(path, SPLIT_KEYS[role], data.column_names, columns, data.format)
                 if isinstance(path, str)
                 else load_parallel(path, SPLIT_KEYS[role], data.source_column, data.target_column)
                 for role, path in files.items()

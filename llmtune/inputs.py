@@ -263,7 +263,10 @@ def open_records(
         path = Path(path_or_dash)
         name, suffix = str(path), given or FORMATS.get(path.suffix.lower())
         if suffix is None:
-            raise DataError(f"--input: unsupported file type '{path.suffix}' ({path}); use one of {', '.join(FORMATS)} or - for stdin.")
+            raise DataError(
+                f"--input: unsupported file type '{path.suffix}' ({path}); use one of {', '.join(FORMATS)} or - for stdin, "
+                f"or say how to read it with --input-format {'|'.join(sorted(set(f[1:] for f in FORMATS.values())))}."
+            )
         if not path.is_file():
             raise DataError(f"--input: file not found: {path}.")
         source = path

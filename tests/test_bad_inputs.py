@@ -325,6 +325,29 @@ CASES: list[Case] = [
         ["generation.max_new_token (command-line override)", "Did you mean 'max_new_tokens'"],
     ),
     Case("evaluate-neither-config-nor-model", lambda tmp: ["evaluate"], ["evaluate needs a CONFIG file or --model DIR"]),
+    Case(
+        "predict-input-format-unknown",
+        lambda tmp: ["predict", "--model", str(tmp / "model"), "--input", str(_write(tmp / "in.txt", "a text\n")), "--input-format", "xml"],
+        ["--input-format: expected one of txt, jsonl", "got 'xml'"],
+    ),
+    Case(
+        "predict-unknown-extension-names-input-format",
+        lambda tmp: ["predict", "--model", str(tmp / "model"), "--input", str(_write(tmp / "in.raw", "a text\n"))],
+        ["--input: unsupported file type '.raw'", "--input-format csv|jsonl|tsv|txt"],
+    ),
+    # --- data.format: files named their own way ------------------------------------------------------
+    Case("data-format-unknown", with_override("data.format=xlsx"), ["data.format (command-line override)", "'txt'", "'parquet'"]),
+    Case(
+        "data-unknown-extension-names-data-format",
+        lambda tmp: [*with_override()(tmp), "data.train_file=" + str(_write(tmp / "wiki.train.raw", "a text\n"))],
+        ["data.train_file: unsupported file type '.raw'", "data.format: csv|tsv|json|jsonl|parquet|txt (a WikiText .raw file is txt)"],
+    ),
+    Case(
+        "data-format-that-does-not-fit-the-content",
+        lambda tmp: [*with_override("data.format=jsonl")(tmp), "data.train_file=" + str(_write(tmp / "train.dat", "sentence\tlabel\ngood film\t1\n"))],
+        ["data.train_file:", "train.dat, line 1", "invalid JSON"],
+    ),
+    Case("data-format-on-parallel-files", seq2seq_case("data.format=csv"), ["data.format: csv does not apply to {source, target} file pairs"]),
     # --- bad training data, named by file and line (issue 8.4) -----------------------------------------
     # Classification (finetune), TSV and CSV:
     Case("data-empty-tsv", bad_train_file("train.tsv", b""), ["data.train_file:", "train.tsv: no data rows (it is empty"]),

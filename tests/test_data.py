@@ -268,3 +268,47 @@ def test_training_without_validation_data_is_one_clear_message(tmp_path: Path) -
         with_validation(load_splits(data), data, seed=0)
     carved = with_validation(load_splits(data), data.model_copy(update={"validation_split": 0.5}), seed=0)
     assert len(carved["validation"]) == 2
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl", ".json", ".parquet", ".txt"])
+def test_data_format_reads_a_file_named_its_own_way_as_its_extension_would(tmp_path: Path, suffix: str) -> None:
+    """data.format overrides the extension: `train.raw` read as the format loads what `train<suffix>` does."""
+    named = write_format(tmp_path, suffix)
+    renamed = named.rename(tmp_path / "train.raw")
+    (tmp_path / "again").mkdir()
+    expected = load_splits(DataSection(train_file=str(write_format(tmp_path / "again", suffix))))["train"].to_list()
+    assert load_splits(DataSection(train_file=str(renamed), format=suffix[1:]))["train"].to_list() == expected
+    with pytest.raises(DataError, match=r"unsupported file type '\.raw'.*data\.format"):
+        load_splits(DataSection(train_file=str(renamed)))
+
+
+def test_data_format_also_decides_how_a_bad_row_is_found_by_line(tmp_path: Path) -> None:
+    """The line a message names comes from reading the file in data.format too (a header, blank lines)."""
+    path = tmp_path / "train.dat"
+    path.write_text("text\tlabel\n\na fine film\tpos\n\nso boring\t\n", encoding="utf-8")
+    data = DataSection(train_file=str(path), format="tsv")
+    with pytest.raises(DataError, match=r"data.train_file: .*train.dat, line 5: no label in column 'label'"):
+        encode_labels(load_splits(data), data)
+
+
+def test_a_wikitext_raw_file_read_as_txt_is_packed_as_running_text_like_a_txt_file(tmp_path: Path) -> None:
+    """A causal-LM `wiki.train.raw` with data.format: txt is cut into paragraphs and blocks exactly as the same `.txt` is."""
+    from llmtune.config import load_config
+    from llmtune.tasks import causal_lm
+
+    text = " = Valkyria Chronicles = \n\n Senjō no Valkyria is a game .\n It was released in 2011 .\n\n = Gameplay = \n\n Units move .\n"
+    prepared = {}
+    for name, fmt in (("wiki.train.txt", None), ("wiki.train.raw", "txt")):
+        (tmp_path / name).write_text(text * 4, encoding="utf-8")
+        config = {
+            "task": "causal-lm",
+            "model": {"from_config": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 32}},
+            "tokenizer": {"train": {"type": "bpe", "vocab_size": 300, "min_frequency": 1}},
+            "data": {"train_file": str(tmp_path / name), "validation_split": 0.25, "max_length": 16, **({"format": fmt} if fmt else {})},
+            "training": {"output_dir": str(tmp_path / f"run-{name}")},
+        }
+        cfg = load_config("finetune", None, base=config)
+        tokenizer, splits = causal_lm.prepare_data(cfg, None)
+        prepared[name] = {role: split["input_ids"] for role, split in splits.items()}
+    assert prepared["wiki.train.raw"] == prepared["wiki.train.txt"]
+    assert len(prepared["wiki.train.txt"]["train"]) > 1

@@ -122,3 +122,16 @@ def test_bad_input_and_wrong_model_exit_2(model: Path, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
     wrong = runner.invoke(app, ["predict", "--model", str(lm), "--input", str(tmp_path / "in.txt")])
     assert wrong.exit_code == 2 and "is not a sequence classifier (GPT2LMHeadModel)" in wrong.stderr
+
+
+def test_input_format_reads_a_file_named_its_own_way(model: Path, tmp_path: Path) -> None:
+    """--input-format overrides the extension: a `.dat` file of JSON lines predicts what the same `.jsonl` does."""
+    lines = "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(TEXTS))
+    (tmp_path / "in.jsonl").write_text(lines, encoding="utf-8")
+    (tmp_path / "in.dat").write_text(lines, encoding="utf-8")
+    expected = CliRunner().invoke(app, ["predict", "--model", str(model), "--input", str(tmp_path / "in.jsonl")])
+    named = CliRunner().invoke(app, ["predict", "--model", str(model), "--input", str(tmp_path / "in.dat"), "--input-format", "jsonl"])
+    assert expected.exit_code == 0 and named.exit_code == 0, named.stderr
+    assert named.stdout == expected.stdout and [r["id"] for r in _lines(named.stdout)] == list(range(len(TEXTS)))
+    as_text = CliRunner().invoke(app, ["predict", "--model", str(model), "--input", str(tmp_path / "in.jsonl"), "--input-format", "txt"])
+    assert as_text.exit_code == 0 and "id" not in _lines(as_text.stdout)[0]  # each whole line classified as text

@@ -140,6 +140,11 @@ class DataSection(Section):
         None, description="Names for integer labels 0..n-1, e.g. [negative, positive]; saved as id2label."
     )
     column_names: list[str] | None = Field(None, description="Column names for headerless csv/tsv files, e.g. [text, label].")
+    format: Literal["txt", "csv", "tsv", "json", "jsonl", "parquet"] | None = Field(
+        None,
+        description="How to read the data files, overriding their extension (WikiText's wiki.train.raw: txt); "
+        "null = from each file's extension.",
+    )
     max_length: int = Field(128, gt=0, description="Truncate (or, for language modelling, pack) to this many tokens.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training rows (smoke runs).")
     max_eval_samples: int | None = Field(None, gt=0, description="Use only the first N validation/test rows.")
@@ -162,6 +167,9 @@ class DataSection(Section):
             raise ValueError("use either data.hub or data.*_file, not both")
         if self.validation_file is not None and self.validation_split is not None:
             raise ValueError("set data.validation_file or data.validation_split, not both")
+        pairs = [f for f in (self.train_file, self.validation_file, self.test_file) if isinstance(f, ParallelFiles)]
+        if pairs and self.format not in (None, "txt"):
+            raise ValueError(f"data.format: {self.format} does not apply to {{source, target}} file pairs, which are plain text lines; remove it")
         return self
 
 
@@ -448,6 +456,9 @@ class EvalDataSection(DataSection):
             raise ValueError("use either data.hub or data.*_file, not both")
         if self.validation_file is not None and self.validation_split is not None:
             raise ValueError("set data.validation_file or data.validation_split, not both")
+        pairs = [f for f in (self.train_file, self.validation_file, self.test_file) if isinstance(f, ParallelFiles)]
+        if pairs and self.format not in (None, "txt"):
+            raise ValueError(f"data.format: {self.format} does not apply to {{source, target}} file pairs, which are plain text lines; remove it")
         return self
 
 
@@ -639,6 +650,9 @@ class PredictConfig(Section):
 
     model: str = Field(description="--model: the trained classifier directory (or Hub id).")
     input: str = Field(description="--input: a .txt, .jsonl, .csv or .tsv file, or - for stdin.")
+    input_format: str | None = Field(
+        None, description="--input-format: txt, jsonl, csv or tsv, overriding the extension (stdin: jsonl if it starts with {, else txt)."
+    )
     output: str | None = Field(None, description="--output: write the JSONL here instead of stdout.")
     text_field: str = Field("text", description="--text-field: the field/column holding the text.")
     text_pair_field: str | None = Field(None, description="--text-pair-field: the field/column holding the second text of a pair.")

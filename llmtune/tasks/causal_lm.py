@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmtune import data as data_lib
@@ -166,7 +165,7 @@ def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, Data
     if cfg.data.packing:
         files = {"train": cfg.data.train_file, "validation": cfg.data.validation_file, "test": cfg.data.test_file}
         for role, path in files.items():
-            if path and Path(path).suffix.lower() == ".txt":
+            if isinstance(path, str) and data_lib.file_format(path, cfg.data.format) == ".txt":
                 splits[role] = paragraphs(splits[role], cfg.data.text_column)
     splits = data_lib.with_validation(splits, cfg.data, cfg.seed)
 

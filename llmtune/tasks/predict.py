@@ -84,7 +84,8 @@ def run(cfg: PredictConfig, stream: TextIO) -> dict[str, Any]:
     to_file = output not in (None, "-")
     if to_file:
         check_writable(output, "--output", "file")
-    chunks = windows(open_records(input, text_field, text_pair_field), WINDOW_BATCHES * batch_size)
+    records = open_records(input, text_field, text_pair_field, fmt=cfg.input_format)
+    chunks = windows(records, WINDOW_BATCHES * batch_size)
     # Read (and check) the first window before the model loads, so a mistake near the top is reported at once.
     first = next(chunks, [])
     classifier, tokenizer = load_classifier(model)
