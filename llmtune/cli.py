@@ -48,6 +48,8 @@ def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callabl
     return register
 
 DEBUG = {"on": False}
+# How much goes to stderr is the `llmtune` logger's level (see llmtune.terminal), set from these root options.
+VERBOSITY_FLAGS = ("--quiet", "-q", "--verbose", "-v")
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 OverridesArg = Annotated[
@@ -121,6 +123,9 @@ def _execute(work: Callable[[Any], Any]) -> None:
 
     try:
         with _results_only_stdout() as stdout:
+            from llmtune.terminal import quiet_libraries
+
+            quiet_libraries()
             work(stdout)
     except LlmtuneError as exc:
         if DEBUG["on"]:
@@ -222,9 +227,20 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also accepted after the command).")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors, warnings and the result: no progress bars, no info lines (for CI logs).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print everything: the libraries' progress bars, info logs and every Trainer log.")
+    ] = False,
 ) -> None:
     """Train and use transformer language models from a YAML config."""
     DEBUG["on"] = DEBUG["on"] or debug
+    if quiet and verbose:
+        typer.echo("error: --quiet and --verbose ask for opposite things; pass one of them.", err=True)
+        raise typer.Exit(2)
+    # Set on every invocation (the default too), so one command's level never outlives it in a test process.
+    logging.getLogger("llmtune").setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 @_command()
@@ -365,7 +381,7 @@ def generate(
 
 
 def main() -> None:
-    """Console-script entry point: `--debug` works anywhere on the command line."""
+    """Console-script entry point: `--debug`, `--quiet` and `-v` work anywhere on the command line."""
     if "--debug" in sys.argv[1:]:
         DEBUG["on"] = True
         sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
@@ -374,6 +390,9 @@ def main() -> None:
     logger = logging.getLogger("llmtune")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # --quiet / -v, like --debug, work anywhere on the command line: moved before the command for the root options.
+    flags = [a for a in sys.argv[1:] if a in VERBOSITY_FLAGS]
+    sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in VERBOSITY_FLAGS)]
     # Only this handler prints llmtune's lines: a library that gives the root logger a handler of its own (absl,
     # imported by rouge-score) would otherwise print each of them a second time in its format.
     logger.propagate = False

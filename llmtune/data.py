@@ -481,6 +481,10 @@ def tokenize_for_lm(
             return tokenizer(texts, return_special_tokens_mask=True, return_offsets_mapping=offsets)
         return tokenizer(texts, truncation=True, max_length=block, return_special_tokens_mask=True, return_offsets_mapping=offsets)
 
+    if packing:
+        # Texts longer than the model's maximum are expected here (pack_blocks cuts them into blocks): tell
+        # transformers its "Token indices sequence length is longer than ..." warning was given, so it is not.
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     out = {}
     for role, ds in splits.items():
         with settings_kept(tokenizer):

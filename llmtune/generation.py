@@ -87,6 +87,10 @@ def generation_config(settings: dict[str, Any], base: Any = None, tokenizer: Any
     config.update(**settings)
     if "max_new_tokens" not in settings and "max_length" not in settings:
         config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    if config.max_new_tokens is not None and "max_length" not in settings:
+        # max_new_tokens decides; a max_length the model's config carries (BART's 20) would only make
+        # generate() warn "Both `max_new_tokens` and `max_length` seem to have been set".
+        config.max_length = None
     if tokenizer is not None and config.eos_token_id is None:
         config.eos_token_id = tokenizer.eos_token_id
     if tokenizer is not None and config.pad_token_id is None:
@@ -110,9 +114,12 @@ def build_generation_config(model: Any, tokenizer: Any, settings: dict[str, Any]
         UserError: the model's generation config and the settings do not go together.
     """
     try:
-        return generation_config(settings, getattr(model, "generation_config", None), tokenizer)
+        config = generation_config(settings, getattr(model, "generation_config", None), tokenizer)
     except ValueError as exc:
         raise UserError(f"generation: the model's generation config combined with yours is invalid: {exc}") from exc
+    if config.max_length is None and getattr(model, "generation_config", None) is not None:
+        model.generation_config.max_length = None  # generate() also looks at the model's own (see generation_config)
+    return config
 
 
 def _eos_ids(generation_config: Any) -> set[int]:

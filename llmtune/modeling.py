@@ -214,6 +214,13 @@ def wordpiece_alphabet(words: Counter[str], limit: int = WORDPIECE_ALPHABET_LIMI
     return alphabet, [WORDPIECE_PREFIX + c for c in sorted(inner & kept)]
 
 
+def _tokenizer_progress() -> bool:
+    """The Rust trainer's progress bars (and the blank lines it prints even without them) show only under -v."""
+    from llmtune.terminal import verbose
+
+    return verbose()
+
+
 def _train_wordpiece(spec: TokenizerTrainSection, texts: Iterable[str]) -> Any:
     """Train a BERT WordPiece tokenizer whose vocabulary is the same in every process (see `wordpiece_alphabet`)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -232,6 +239,7 @@ def _train_wordpiece(spec: TokenizerTrainSection, texts: Iterable[str]) -> Any:
         initial_alphabet=alphabet,
         limit_alphabet=len(alphabet),
         continuing_subword_prefix=WORDPIECE_PREFIX,
+        show_progress=_tokenizer_progress(),
     )
     # The words are already normalized and split: train on them as counted (whitespace never occurs
     # inside one), which also reads the text only once.
@@ -291,7 +299,10 @@ def _train_backend(spec: TokenizerTrainSection, texts: Iterable[str]) -> Any:
         return _train_wordpiece(spec, texts)._tokenizer
     # Byte-level BPE needs no fix: every symbol comes from the fixed 256-byte alphabet, numbered in order.
     tok = ByteLevelBPETokenizer(add_prefix_space=False)
-    tok.train_from_iterator(_text_batches(texts), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL])
+    tok.train_from_iterator(
+        _text_batches(texts), vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[BPE_SPECIAL],
+        show_progress=_tokenizer_progress(),
+    )
     return tok._tokenizer
 
 
@@ -378,7 +389,7 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
             config = AutoConfig.for_model(model_type, **{**special_ids, **fields, **config_kwargs})
         except (ValueError, KeyError) as exc:
             raise UserError(f"model.from_config: {exc}") from exc
-        return auto_cls.from_config(config)
+        return _with_loss_type(auto_cls, auto_cls.from_config(config))
     loaded = from_pretrained(
         auto_cls,
         "model.name_or_path",
@@ -398,7 +409,15 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
                 "(training only) to add randomly initialised rows on purpose."
             )
         loaded.resize_token_embeddings(len(tokenizer))
-    return loaded
+    return _with_loss_type(auto_cls, loaded)
+
+
+def _with_loss_type(auto_cls: Any, model: Any) -> Any:
+    """Name the causal-LM loss of a model whose class name does not (GPT2LMHeadModel), as transformers then
+    picks it anyway, so that it does not warn "`loss_type=None` was set in the config but it is unrecognized"."""
+    if getattr(auto_cls, "__name__", "") == "AutoModelForCausalLM" and getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def load_for_inference(auto_cls: Any, model: ModelSection, tokenizer: TokenizerSection) -> tuple[Any, Any]:

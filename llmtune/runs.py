@@ -535,6 +535,9 @@ def make_trainer(
     )
     if getattr(cfg, "peft", None) is not None:
         lora.keep_generation_config_on_base(trainer.model)
+    from llmtune.terminal import use_training_display
+
+    use_training_display(trainer)
     # Every process has passed check_output_dir before the main one creates the staging folder,
     # and none starts training before it exists.
     trainer.accelerator.wait_for_everyone()
@@ -598,7 +601,10 @@ def train_and_evaluate(trainer: Trainer, checkpoint: str | None, test_dataset: A
     metrics.update(trainer.evaluate())
     if test_dataset is not None:
         metrics.update(trainer.evaluate(test_dataset, metric_key_prefix="test"))
-    trainer.log_metrics("final", metrics)
+    from llmtune.terminal import quiet
+
+    if not quiet():
+        trainer.log_metrics("final", metrics)
     return metrics
 
 

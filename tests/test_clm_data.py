@@ -167,11 +167,14 @@ def test_second_run_reuses_the_cached_tokens_and_blocks(tmp_path: Path, monkeypa
     train = tmp_path / "train.txt"
     train.write_text("\n".join(SHAKESPEARE.read_text(encoding="utf-8").splitlines()[:1200]) + "\n", encoding="utf-8")
     config = write_config(tmp_path / "c.yaml", causal_config(train, tmp_path / "run"))
-    first = stdout_json(run_cli("finetune", str(config)))
+    # -v: datasets' progress bars (hidden by default) show which steps ran.
+    first_proc = run_cli("-v", "finetune", str(config))
+    first = stdout_json(first_proc)
+    assert "tokenizing (train)" in first_proc.stderr and "packing" in first_proc.stderr
     files = cache_files(cache)
     # paragraphs, the validation split, tokenizing and packing of both splits all left cache files.
     assert len(files) >= 5, files
-    proc = run_cli("finetune", str(config), "--overwrite")
+    proc = run_cli("-v", "finetune", str(config), "--overwrite")
     second = stdout_json(proc)
     assert cache_files(cache) == files  # no new file, none rewritten: nothing was tokenized or packed again
     assert "tokenizing (train)" not in proc.stderr and "packing" not in proc.stderr

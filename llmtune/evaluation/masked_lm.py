@@ -64,6 +64,8 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     where = next(model.parameters()).device
     collate = MaskingCollator(tokenizer, mlm.probability, mlm.whole_word, pad_multiple(where.type, mlm.pad_to_multiple_of))
     # Trainer wants an output_dir it may create; evaluate writes only where --output-dir says.
+    from llmtune.terminal import quiet
+
     with tempfile.TemporaryDirectory(prefix="llmtune-evaluate-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -72,6 +74,7 @@ def evaluate(ctx: Context) -> dict[str, Any]:
             dataloader_pin_memory=where.type == "cuda",  # pinning only speeds copies to a GPU; torch warns without one
             report_to="none",
             seed=ctx.seed,
+            disable_tqdm=quiet(),  # the evaluation's progress bar, except under --quiet
         )
         trainer = Trainer(model=model, args=args, data_collator=collate, preprocess_logits_for_metrics=masked_preprocess, compute_metrics=lm_metrics)
         # float32 stats summed in dataset order, as Trainer's compute_metrics sees them during pretrain-mlm.
