@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 # llmtune's defaults under the user's `training:` (which always wins). report_to "none": no
 # experiment tracker is contacted unless asked for, so offline and CI runs never hang on one.
 TRAINING_DEFAULTS: dict[str, Any] = {"report_to": "none"}
+# Where Trainer's TensorBoardCallback writes (report_to: tensorboard): <output_dir>/runs/<date>_<host>/events.out.tfevents.*
+TENSORBOARD_DIR = "runs"
 
 # The staging folder of `<output_dir>` is `<output_dir>.incomplete`; an old output directory being
 # swapped out without renameat2 waits at `<output_dir>.replaced`. Both are siblings of the output
@@ -308,7 +310,10 @@ def prepare_staging(output_dir: str | Path, checkpoint: str | None) -> Path:
     staging.mkdir(parents=True)
     _set_marker(staging, "training")
     if checkpoint is not None:
-        for previous in Path(checkpoint).parent.glob("checkpoint-*"):
+        # TensorBoard's event files (training.report_to: tensorboard, in runs/) come along too, so the resumed
+        # run's curves continue the earlier ones; each run writes new files, never into old ones.
+        previous_runs = [*Path(checkpoint).parent.glob("checkpoint-*"), Path(checkpoint).parent / TENSORBOARD_DIR]
+        for previous in previous_runs:
             if previous.is_dir():
                 # Trainer never rewrites a checkpoint's files in place (a resumed run saves later steps
                 # under new names and rotation unlinks), so links are safe and cost no space.

@@ -139,6 +139,30 @@ def _type_hints(cls: type) -> dict[str, Any]:
         return {}
 
 
+# training.report_to integrations llmtune ships an extra for: integration -> (a module any one of which it needs, the extra).
+REPORTER_EXTRAS = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard")}
+
+
+def reporter_problems(raw: RawConfig, training: dict[str, Any]) -> list[str]:
+    """A `training.report_to` integration whose package is not installed, with the command that installs it.
+
+    Trainer would only fail once training starts (TensorBoardCallback raises a RuntimeError); here it is
+    found before anything loads or is written.
+    """
+    import importlib.util
+
+    report_to = training.get("report_to")
+    named = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    problems = []
+    for integration, (modules, extra) in REPORTER_EXTRAS.items():
+        if integration in named and not any(importlib.util.find_spec(module) for module in modules):
+            problems.append(
+                f"{raw.where(('training', 'report_to'))}: {integration} needs the {modules[0]} package, which is not installed. "
+                f'Install it with: pip install "llmtune[{extra}]" (or remove {integration} from training.report_to).'
+            )
+    return problems
+
+
 def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bool = True, trial: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Check `training:` against `transformers.TrainingArguments` (names, value types, its own checks) and the machine.
 
@@ -189,6 +213,7 @@ def check_training(raw: RawConfig, training: dict[str, Any], on_this_machine: bo
     if "output_dir" not in training:
         problems.append(f"{raw.where(('training',))}: training.output_dir is required: where the model and metrics are saved.")
     problems += training_value_problems(raw, coerced)
+    problems += reporter_problems(raw, coerced)
     locate = lambda key: raw.where(("training", key))  # noqa: E731 - a one-line adapter for hardware's messages
     problems += hardware.precision_problems(coerced, locate)
     machine_problems = hardware.machine_problems(coerced, hardware.detect(use_cpu=coerced.get("use_cpu") is True), locate)
