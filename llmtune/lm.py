@@ -17,6 +17,13 @@ IGNORE_INDEX = -100
 
 # What a language model's evaluation reports (`lm_metrics`), prefixed eval_ / test_.
 LM_METRICS = ("perplexity", "nll_per_token", "token_accuracy", "scored_tokens")
+# What each of them is, as a training run's evaluation computes it (`lm_metrics`; the model card says so).
+LM_DEFINITIONS = {
+    "perplexity": "exp(total NLL / total scored tokens): token-weighted over the whole split, not a mean of batch losses",
+    "nll_per_token": "total NLL (natural log) / total scored tokens",
+    "token_accuracy": "fraction of scored tokens whose most probable prediction is the reference token",
+    "scored_tokens": "number of tokens whose NLL was summed (padding and context positions excluded)",
+}
 
 
 def token_stats(logits: Any, labels: Any, shift: bool) -> Any:

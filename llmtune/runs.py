@@ -635,6 +635,8 @@ def write_model_card(
     usage: str | None = None,
     about: str | None = None,
     adapter: bool = False,
+    task: Task | None = None,
+    labels: list[str] | None = None,
 ) -> None:
     """Write a model card (README.md) saying how the model was made and how to use it.
 
@@ -644,6 +646,8 @@ def write_model_card(
         usage: the Python snippet of the "Use" section; default a `pipeline(pipeline_tag)` call.
         about: a paragraph under the title saying what the folder holds (a LoRA adapter, a merged model).
         adapter: the folder holds a peft adapter: the card's metadata names the peft library and the base model.
+        task: the task's registry row: the "Use" section also shows its llmtune command (`cli_usage`).
+        labels: a classifier's label names in id order, for the definitions of its averaged metrics.
     """
     from llmtune import __version__
 
@@ -655,11 +659,14 @@ def write_model_card(
         data = Path(train_file).name
     else:  # task: seq2seq's parallel text files
         data = f"{Path(train_file.source).name} / {Path(train_file.target).name}"
-    # Nested values (seq2seq's metrics_info) stay in metrics.json; the card's table lists the numbers.
     rows = "\n".join(
-        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, (dict, list))
+        f"| {name} | {value:.4f} | {definition} |" if isinstance(value, float) else f"| {name} | {value} | {definition} |"
+        for name, value, definition in card_metrics(metrics, labels)
     )
     usage = usage or f'from transformers import pipeline\n\npipe = pipeline("{pipeline_tag}", model="{output_dir}")'
+    command_line = cli_usage(task, output_dir) if task is not None else None
+    if command_line:
+        usage += f"\n```\n\nOr with llmtune:\n\n```bash\n{command_line}"
 
     # The Hub's metadata for an adapter: the peft library and the base model it applies to.
     library = f"peft\nbase_model: {base}" if adapter else "transformers"
@@ -680,8 +687,10 @@ Trained with `llmtune {command}` (llmtune {__version__}).
 
 ## Results
 
-| metric | value |
-| --- | --- |
+Evaluation metrics of the final model (all of them, with the run's speed figures, are in `metrics.json`).
+
+| metric | value | definition |
+| --- | --- | --- |
 {rows}
 
 ## Use
@@ -691,6 +700,51 @@ Trained with `llmtune {command}` (llmtune {__version__}).
 ```
 """
     write_text_atomically((folder or output_dir) / "README.md", card)
+
+
+# Trainer's speed figures, left out of the model card (metrics.json keeps them).
+SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second", "_total_flos")
+GENERIC_DEFINITIONS = {
+    "loss": "Trainer's evaluation loss: the model's own loss, averaged over the evaluation batches",
+    "gen_len": "mean length in tokens of the generated outputs",
+}
+
+
+def card_metrics(metrics: dict[str, Any], labels: list[str] | None = None) -> list[tuple[str, Any, str]]:
+    """The model card's results: (name, value, definition) of each eval_/test_ metric and the train loss, no speed figures.
+
+    Definitions come from the run's own `metrics_info` where it reports one (seq2seq), else from the
+    definitions `llmtune evaluate` gives the same metrics (classification, language modelling).
+    """
+    from llmtune.lm import LM_DEFINITIONS
+
+    info = dict(metrics.get("metrics_info") or {})
+    if labels and len(labels) > 1:
+        from llmtune.evaluation.classification import classification_info
+
+        info = {**classification_info(labels), **info}
+    out = []
+    for name, value in metrics.items():
+        prefix, _, metric = name.partition("_")
+        if isinstance(value, (dict, list)) or name.endswith(SPEED_SUFFIXES) or not (prefix in ("eval", "test") or name == "train_loss"):
+            continue
+        entry = info.get(name) or info.get(f"eval_{metric}") or {}
+        definition = entry.get("definition") or LM_DEFINITIONS.get(metric) or GENERIC_DEFINITIONS.get(metric, "")
+        if name == "train_loss":
+            definition = "mean training loss over every optimizer step of the run"
+        elif prefix == "test":
+            definition = f"{definition} (test data)" if definition else "on the test data"
+        out.append((name, value, definition.replace("|", "/")))
+    return out
+
+
+def cli_usage(task: Task, folder: Path) -> str | None:
+    """The llmtune command that uses a trained model of `task` (its registry row's inference command, else evaluate)."""
+    if task.inference == "predict":
+        return f"echo 'a sentence to classify' | llmtune predict --model {folder} --input -   # JSON lines: label, score, probabilities"
+    if task.inference == "generate":
+        return f'llmtune generate --model {folder} --prompt "Your text here"   # JSON lines: the completion'
+    return f"llmtune evaluate --model {folder} data.validation_file=texts.txt   # perplexity on your own text"
 
 
 def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: Task, usage: str | None = None) -> dict[str, Any]:
@@ -718,6 +772,8 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: 
     metrics = clean_metrics(metrics)
     staging = Path(trainer.args.output_dir)
     output_dir = Path(cfg.training["output_dir"])
+    # The model card names the folder by its absolute path: a card is read from anywhere, a relative path works only here.
+    card_dir = output_dir.resolve()
     # On a PeftModel, Trainer saves the adapter (adapter_config.json, adapter_model.safetensors) and the tokenizer.
     trainer.save_model(str(staging))
     trainer.save_state()
@@ -728,14 +784,19 @@ def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: 
         about = None
         if peft is not None:
             lora.save_model_config(trainer.model, staging)
-            about, usage = lora.adapter_card(task, output_dir, cfg.model.name_or_path, peft.merge)
-        write_model_card(output_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging, usage=usage, about=about, adapter=peft is not None)
+            about, usage = lora.adapter_card(task, card_dir, cfg.model.name_or_path, peft.merge)
+        id2label = getattr(getattr(trainer.model, "config", None), "id2label", None) if task.name == "classification" else None
+        labels = [id2label[i] for i in sorted(id2label)] if id2label else None
+        card = {"task": task, "labels": labels}
+        write_model_card(
+            card_dir, cfg, metrics, task.command, task.pipeline_tag, folder=staging, usage=usage, about=about, adapter=peft is not None, **card
+        )
         if peft is not None and peft.merge:
             # Last: the merge folds the adapters into the model's layers in place.
             merged = staging / lora.MERGED_DIR
             lora.save_merged(trainer.model, trainer.processing_class, merged)
-            about, usage = lora.merged_card(task, output_dir / lora.MERGED_DIR, cfg.model.name_or_path)
-            write_model_card(output_dir / lora.MERGED_DIR, cfg, metrics, task.command, task.pipeline_tag, folder=merged, usage=usage, about=about)
+            about, usage = lora.merged_card(task, card_dir / lora.MERGED_DIR, cfg.model.name_or_path)
+            write_model_card(card_dir / lora.MERGED_DIR, cfg, metrics, task.command, task.pipeline_tag, folder=merged, usage=usage, about=about, **card)
         from llmtune.plots import training_curves
 
         training_curves(trainer.state.log_history, staging / "training_curves.png")

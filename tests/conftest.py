@@ -234,3 +234,18 @@ def lora_adapter_dir(
         model.merge_and_unload().save_pretrained(merged_dir)
         tokenizer.save_pretrained(merged_dir)
     return Path(path)
+
+
+def check_model_card(out: Path, metrics: dict, command: str) -> str:
+    """The card of a run in `out`: its "Use" section names the folder by its absolute path, shows `command`
+    (`llmtune predict`, ...), and its table lists each eval_/test_ metric with a definition and no speed figure."""
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"{command} --model {out.resolve()}" in card, card
+    rows = {line.split("|")[1].strip(): line.split("|")[3].strip() for line in card.splitlines() if line.startswith("| ") and "---" not in line}
+    rows.pop("metric")
+    expected = {k for k, v in metrics.items() if k.startswith(("eval_", "test_")) and not isinstance(v, (dict, list))}
+    expected = {k for k in expected if not k.endswith(("_runtime", "_samples_per_second", "_steps_per_second"))}
+    assert set(rows) == expected | {"train_loss"}, (sorted(rows), sorted(expected))
+    assert all(rows.values()), rows  # every metric has its definition
+    assert "samples_per_second" not in card and "_runtime" not in card
+    return card

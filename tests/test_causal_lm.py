@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, stdout_json, write_config
+from conftest import check_model_card, REPO, run_cli, stdout_json, write_config
 
 SHAKESPEARE = REPO / "data" / "tinyshakespeare" / "input.txt"
 TINY_GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}
@@ -58,8 +58,9 @@ def test_output_dir_loads_in_a_text_generation_pipeline(trained: dict) -> None:
 
     stdout_json(trained["proc"])
     out = trained["out"]
-    card = (out / "README.md").read_text()
+    card = check_model_card(out, stdout_json(trained["proc"]), "llmtune generate")
     assert "pipeline_tag: text-generation" in card
+    assert "| eval_perplexity |" in card and "token-weighted over the whole split" in card
     tokenizer = AutoTokenizer.from_pretrained(out)
     text = "First Citizen:\nBefore we proceed any further, hear me speak."
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text  # byte-level BPE gives the spaces back

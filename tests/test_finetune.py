@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import invoke, run_cli, stdout_json, tiny_classification_config, write_config
+from conftest import check_model_card, invoke, run_cli, stdout_json, tiny_classification_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,8 @@ def test_output_dir_is_a_hugging_face_model_dir_that_pipeline_uses(trained: dict
     stdout_json(trained["proc"])
     for name in ("model.safetensors", "config.json", "tokenizer.json", "llmtune.yaml", "metrics.json", "README.md"):
         assert (out / name).is_file(), name
+    card = check_model_card(out, stdout_json(trained["proc"]), "llmtune predict")
+    assert "f1 of the positive class (label id 1, 'positive')" in card and f'pipeline("text-classification", model="{out.resolve()}")' in card
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert config["label2id"] == {"negative": 0, "positive": 1}

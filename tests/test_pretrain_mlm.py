@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_BERT, invoke, run_cli, sentiment_rows, stdout_json, tiny_classification_config, write_config, write_tsv
+from conftest import check_model_card, TINY_BERT, invoke, run_cli, sentiment_rows, stdout_json, tiny_classification_config, write_config, write_tsv
 from llmtune import lm
 
 
@@ -59,7 +59,7 @@ def test_from_scratch_packed_through_the_cli(scratch: dict) -> None:
     assert json.loads((out / "metrics.json").read_text()) == metrics
     for name in ("model.safetensors", "config.json", "tokenizer.json", "llmtune.yaml", "README.md"):
         assert (out / name).is_file(), name
-    assert "pipeline_tag: fill-mask" in (out / "README.md").read_text()
+    assert "pipeline_tag: fill-mask" in check_model_card(out, metrics, "llmtune evaluate")
     assert metrics["eval_scored_tokens"] > 0 and 0 <= metrics["eval_token_accuracy"] <= 1
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_nll_per_token"]))
     model = AutoModelForMaskedLM.from_pretrained(out)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, invoke, run_cli, stdout_json, write_config
+from conftest import check_model_card, REPO, invoke, run_cli, stdout_json, write_config
 
 # A BART small enough to train a few steps in seconds on 2 CPU cores.
 TINY_BART = {
@@ -87,7 +87,8 @@ def test_seq2seq_end_to_end(tmp_path: Path) -> None:
     assert [source["key"] for source in manifest["data"]] == [
         "data.train_file.source", "data.train_file.target", "data.validation_file", "data.test_file"
     ]
-    assert "AutoModelForSeq2SeqLM" in (run / "README.md").read_text()
+    card = check_model_card(run, metrics, "llmtune generate")
+    assert "AutoModelForSeq2SeqLM" in card and "corpus BLEU" in card and "(test data)" in card
 
     rows = [json.loads(line) for line in (run / "eval_predictions.jsonl").read_text().splitlines()]
     sources = [json.loads(line)["source"] for line in (tmp_path / "dev.jsonl").read_text().splitlines()]

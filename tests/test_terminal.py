@@ -15,19 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, sentiment_rows, tiny_classification_config, write_config, write_tsv
+from conftest import REPO, check_model_card, sentiment_rows, tiny_classification_config, write_config, write_tsv
 
 # What the libraries print for each little step of a first run, and must not by default.
 NOISE = ("Generating", "Casting the dataset", "tokenizing (", "Writing model shards", "'pin_memory' argument", "loss_type", "Token indices")
 
 
 def _run(tmp: Path, *args: str, **training: object) -> subprocess.CompletedProcess:
+    """A tiny finetune through the console script in `tmp`, writing to the relative output dir `run`."""
     train = write_tsv(tmp / "train.tsv", sentiment_rows(48, seed=1))
     dev = write_tsv(tmp / "dev.tsv", sentiment_rows(16, seed=2))
     settings = {"logging_steps": 1, "eval_strategy": "steps", "eval_steps": 2, "max_steps": 4, "save_strategy": "no", "disable_tqdm": False}
-    config = write_config(tmp / "cfg.yaml", tiny_classification_config(train, dev, tmp / "run", **{**settings, **training}))
+    config = write_config(tmp / "cfg.yaml", tiny_classification_config(train, dev, Path("run"), **{**settings, **training}))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_CACHE": str(tmp / "datasets"), "LLMTUNE_CACHE_DIR": str(tmp / "llmtune")}
-    return subprocess.run([sys.executable, "-m", "llmtune", "finetune", str(config), *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "llmtune", "finetune", str(config), *args], capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
 
 
 def _lines(stderr: str) -> list[str]:
@@ -57,7 +58,9 @@ def test_default_stderr_is_one_bar_one_line_per_evaluation_and_the_final_table(t
     bars = [line for line in lines if "it/s" in line or "s/it" in line]
     assert bars and all("/4 [" in line for line in bars), "one bar, over the 4 training steps (none per evaluation)"
     assert "loss=" in bars[-1]
-    assert "INFO llmtune: saved the run in" in proc.stderr
+    assert "INFO llmtune: saved the run in run" in proc.stderr
+    # The card, read from anywhere, names the folder by its absolute path (the run was given a relative one).
+    check_model_card(tmp_path / "run", result, "llmtune predict")
 
 
 def test_quiet_prints_only_the_result_and_still_the_error(tmp_path: Path) -> None:
@@ -67,7 +70,7 @@ def test_quiet_prints_only_the_result_and_still_the_error(tmp_path: Path) -> Non
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\n", encoding="utf-8")
     failed = subprocess.run(
         [sys.executable, "-m", "llmtune", "-q", "finetune", str(tmp_path / "cfg.yaml"), "--overwrite"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=300,
     )
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.startswith("error: data.train_file:") and "line 2" in failed.stderr and len(failed.stderr.splitlines()) == 1

@@ -60,7 +60,8 @@ def metric_names(model_config: Any, metrics: list[str] | None = None) -> list[st
     return [PREFIX + name for name in ["loss", *reported]]
 
 
-def _classification_info(names: list[str]) -> dict[str, dict[str, Any]]:
+def classification_info(names: list[str]) -> dict[str, dict[str, Any]]:
+    """The definition and implementation of each eval_ classification metric, for labels `names` (in id order)."""
     from llmtune.metrics.classification import AVERAGED, metric_kwargs
 
     info: dict[str, dict[str, Any]] = {
@@ -118,7 +119,7 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     result = {
         **metrics,
         "num_examples": len(references),
-        "metrics_info": _classification_info(names),
+        "metrics_info": classification_info(names),
         "per_class": {name: report[name] for name in names},
         "confusion_matrix": {"labels": names, "rows": "reference label", "columns": "predicted label", "matrix": matrix},
     }

@@ -49,7 +49,7 @@ def evaluate(ctx: Context) -> dict[str, Any]:
     import tempfile
 
     from datasets import DatasetDict
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from llmtune.lm import MaskingCollator, encode_masked, lm_metrics, masked_preprocess
     from llmtune.modeling import pad_multiple
@@ -77,6 +77,7 @@ def evaluate(ctx: Context) -> dict[str, Any]:
             disable_tqdm=quiet(),  # the evaluation's progress bar, except under --quiet
         )
         trainer = Trainer(model=model, args=args, data_collator=collate, preprocess_logits_for_metrics=masked_preprocess, compute_metrics=lm_metrics)
+        trainer.remove_callback(PrinterCallback)  # with disable_tqdm it would print the metrics dict: the JSON result has them
         # float32 stats summed in dataset order, as Trainer's compute_metrics sees them during pretrain-mlm.
         values = trainer.evaluate(masked, metric_key_prefix="eval")
     masking = {
