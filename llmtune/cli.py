@@ -279,6 +279,12 @@ def validate(
     config: ConfigArg,
     overrides: OverridesArg = None,
     command: Annotated[Optional[str], typer.Option("--for", help="The command the config is for; inferred from its keys when omitted.")] = None,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Dry run of a training config: load the data and tokenizer (never the weights) and print its figures.")
+    ] = False,
+    processes: Annotated[
+        Optional[int], typer.Option("--processes", min=1, help="With --stats: plan the steps for N training processes (default: the launch's, else 1).")
+    ] = None,
 ) -> None:
     """Check a config (and overrides) without loading a model; print the resolved config as JSON."""
 
@@ -286,6 +292,14 @@ def validate(
         from llmtune.config import infer_command, load_config, read_yaml
 
         name = command or infer_command(read_yaml(config).data)
+        if stats or processes is not None:
+            from llmtune.errors import UserError
+            from llmtune.tasks import registry
+
+            if not stats:
+                raise UserError("--processes goes with --stats.")
+            if name not in registry.training_commands():
+                raise UserError(f"--stats is for training configs (finetune, pretrain-mlm, or a tune config), not {name}; drop --stats.")
         # Configs for GPU machines are validated on CPU-only CI: what this machine lacks is only a warning.
         cfg = load_config(name, config, overrides, on_this_machine=False)
         if getattr(cfg, "search", None) is not None:
@@ -296,6 +310,15 @@ def validate(
             if problems:
                 raise ConfigError(problems, source=str(config))
         typer.echo(f"{config}: valid {name} config", err=True)
+        if stats:
+            from llmtune import stats as dry_run
+            from llmtune.terminal import quiet
+
+            figures = dry_run.collect(name, cfg, processes)
+            if not quiet():
+                typer.echo(dry_run.table(figures), err=True)
+            _print_json(figures, stdout)
+            return
         _print_json({"command": name, "config": cfg.model_dump(mode="json")}, stdout)
 
     _execute(work)

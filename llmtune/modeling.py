@@ -354,6 +354,32 @@ def load_tokenizer(
     )
 
 
+def new_model_config(model: ModelSection, tokenizer: Any, **config_kwargs: Any) -> Any:
+    """The config of the random-init model `model.from_config` builds: its fields, sized to the tokenizer, with its special ids.
+
+    Raises:
+        UserError: the config cannot be built, or has fewer embedding rows than the tokenizer has tokens.
+    """
+    from transformers import AutoConfig
+
+    special_ids = {
+        f"{name}_id": getattr(tokenizer, f"{name}_id", None) for name in ("pad_token", "bos_token", "eos_token")
+    }
+    special_ids = {k: v for k, v in special_ids.items() if v is not None}
+    fields = dict(model.from_config)
+    model_type = fields.pop("model_type")
+    fields.setdefault("vocab_size", len(tokenizer))
+    if fields["vocab_size"] < len(tokenizer):
+        raise UserError(
+            f"model.from_config.vocab_size: {fields['vocab_size']} embedding rows, but the tokenizer has {len(tokenizer)} "
+            "tokens. Remove model.from_config.vocab_size (it then follows the tokenizer) or raise it."
+        )
+    try:
+        return AutoConfig.for_model(model_type, **{**special_ids, **fields, **config_kwargs})
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"model.from_config: {exc}") from exc
+
+
 def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwargs: Any) -> Any:
     """Load `model.name_or_path` or build `model.from_config`, sized to the tokenizer.
 
@@ -370,26 +396,8 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
         UserError: the model cannot be loaded or built, or the tokenizer has more tokens than the embeddings
             have rows (and resizing was not asked for).
     """
-    from transformers import AutoConfig
-
-    special_ids = {
-        f"{name}_id": getattr(tokenizer, f"{name}_id", None) for name in ("pad_token", "bos_token", "eos_token")
-    }
-    special_ids = {k: v for k, v in special_ids.items() if v is not None}
     if model.from_config is not None:
-        fields = dict(model.from_config)
-        model_type = fields.pop("model_type")
-        fields.setdefault("vocab_size", len(tokenizer))
-        if fields["vocab_size"] < len(tokenizer):
-            raise UserError(
-                f"model.from_config.vocab_size: {fields['vocab_size']} embedding rows, but the tokenizer has {len(tokenizer)} "
-                "tokens. Remove model.from_config.vocab_size (it then follows the tokenizer) or raise it."
-            )
-        try:
-            config = AutoConfig.for_model(model_type, **{**special_ids, **fields, **config_kwargs})
-        except (ValueError, KeyError) as exc:
-            raise UserError(f"model.from_config: {exc}") from exc
-        return _with_loss_type(auto_cls, auto_cls.from_config(config))
+        return _with_loss_type(auto_cls, auto_cls.from_config(new_model_config(model, tokenizer, **config_kwargs)))
     loaded = from_pretrained(
         auto_cls,
         "model.name_or_path",

@@ -335,6 +335,18 @@ CASES: list[Case] = [
         lambda tmp: ["predict", "--model", str(tmp / "model"), "--input", str(_write(tmp / "in.raw", "a text\n"))],
         ["--input: unsupported file type '.raw'", "--input-format csv|jsonl|tsv|txt"],
     ),
+    # --- validate --stats -----------------------------------------------------------------------------
+    Case("validate-processes-without-stats", lambda tmp: ["validate", str(classification_config(tmp)), "--processes", "2"], ["--processes goes with --stats"]),
+    Case(
+        "validate-stats-of-a-generate-config",
+        lambda tmp: ["validate", str(_write(tmp / "gen.yaml", f"model:\n  name_or_path: {tmp}\nprompts: [hello]\n")), "--stats"],
+        ["--stats is for training configs", "not generate", "drop --stats"],
+    ),
+    Case(
+        "validate-stats-finds-the-bad-row",
+        lambda tmp: ["validate", str(classification_config(tmp)), "--stats", "data.train_file=" + str(_write(tmp / "bad.tsv", "sentence\tlabel\ngood\n"))],
+        ["data.train_file:", "bad.tsv, line 2"],
+    ),
     # --- data.format: files named their own way ------------------------------------------------------
     Case("data-format-unknown", with_override("data.format=xlsx"), ["data.format (command-line override)", "'txt'", "'parquet'"]),
     Case(

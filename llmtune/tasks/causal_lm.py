@@ -151,8 +151,23 @@ def _probe_flattening(model: Any, collator: Any) -> str | None:
 TASK = registry.task("causal-lm")
 
 
+def load_texts(cfg: FinetuneConfig) -> DatasetDict:
+    """Load the text (a .txt file's lines regrouped into paragraphs when packing) and carve out validation.
+
+    Raises:
+        DataError: missing files or column.
+    """
+    splits = data_lib.load_splits(cfg.data, {"data.text_column": cfg.data.text_column})
+    if cfg.data.packing:
+        files = {"train": cfg.data.train_file, "validation": cfg.data.validation_file, "test": cfg.data.test_file}
+        for role, path in files.items():
+            if isinstance(path, str) and data_lib.file_format(path, cfg.data.format) == ".txt":
+                splits[role] = paragraphs(splits[role], cfg.data.text_column)
+    return data_lib.with_validation(splits, cfg.data, cfg.seed)
+
+
 def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, DatasetDict]:
-    """Load the text (a .txt file's lines regrouped into paragraphs when packing), carve out validation, tokenize.
+    """Load the text (`load_texts`) and tokenize it.
 
     Returns:
         The run's tokenizer (its pad token set, EOS if it had none) and the tokenized splits with labels:
@@ -161,13 +176,7 @@ def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, Data
     Raises:
         DataError: missing files or column. UserError: a tokenizer without an EOS token.
     """
-    splits = data_lib.load_splits(cfg.data, {"data.text_column": cfg.data.text_column})
-    if cfg.data.packing:
-        files = {"train": cfg.data.train_file, "validation": cfg.data.validation_file, "test": cfg.data.test_file}
-        for role, path in files.items():
-            if isinstance(path, str) and data_lib.file_format(path, cfg.data.format) == ".txt":
-                splits[role] = paragraphs(splits[role], cfg.data.text_column)
-    splits = data_lib.with_validation(splits, cfg.data, cfg.seed)
+    splits = load_texts(cfg)
 
     train_texts = (str(t) for t in splits["train"][cfg.data.text_column] if t is not None)
     tokenizer = runs.run_tokenizer(cfg, checkpoint, train_texts)

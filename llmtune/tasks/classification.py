@@ -21,8 +21,24 @@ logger = logging.getLogger(__name__)
 TASK = registry.task("classification")
 
 
+def load_data(cfg: FinetuneConfig) -> DatasetDict:
+    """Load the splits, number the labels and carve out validation (stratified): the rows before tokenizing.
+
+    Returns:
+        The splits (train, validation, maybe test) with their text columns and a `labels` ClassLabel column
+        whose names are the label names in id order.
+
+    Raises:
+        DataError: missing files or columns, bad labels.
+    """
+    columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
+    splits = data_lib.load_splits(cfg.data, columns)
+    splits, _ = data_lib.encode_labels(splits, cfg.data)
+    return data_lib.with_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
+
+
 def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, DatasetDict]:
-    """Load the splits, number the labels, carve out validation (stratified) and tokenize.
+    """Load the splits (`load_data`) and tokenize them.
 
     Returns:
         The run's tokenizer and the tokenized splits (train, validation, maybe test), with a `labels`
@@ -31,10 +47,7 @@ def prepare_data(cfg: FinetuneConfig, checkpoint: str | None) -> tuple[Any, Data
     Raises:
         DataError: missing files or columns, bad labels.
     """
-    columns = {"data.text_column": cfg.data.text_column, "data.text_pair_column": cfg.data.text_pair_column, "data.label_column": cfg.data.label_column}
-    splits = data_lib.load_splits(cfg.data, columns)
-    splits, _ = data_lib.encode_labels(splits, cfg.data)
-    splits = data_lib.with_validation(splits, cfg.data, cfg.seed, stratify_by="labels")
+    splits = load_data(cfg)
 
     text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
     train_texts = (str(text) for column in text_columns for text in splits["train"][column])

@@ -35,6 +35,7 @@ class Task:
         default_metrics: the metrics reported when `metrics:` is not set.
         inference: the command that runs its trained models (predict, generate), or None.
         prepare_data: the task module's function `(cfg, checkpoint) -> (tokenizer, splits)`: data loaded and tokenized.
+        load_data: the task module's function `(cfg) -> splits`: the rows `prepare_data` tokenizes (`llmtune validate --stats`).
         collator: the task module's function `(cfg, model, tokenizer, splits) -> (collator, run-time training defaults)`;
             the run-time defaults (those that depend on the loaded model) are only set where `training:` leaves them.
         trainer_class: the Trainer class that trains it, as "module:Class" (transformers.Trainer or a subclass).
@@ -60,6 +61,7 @@ class Task:
     inference: str | None
     prepare_data: str
     collator: str
+    load_data: str
     trainer_class: str
     training_defaults: tuple[tuple[str, Any], ...] = ()
     arguments_class: str = "transformers:TrainingArguments"
@@ -118,6 +120,7 @@ TASKS: tuple[Task, ...] = (
         inference="predict",
         prepare_data="prepare_data",
         collator="collator",
+        load_data="load_data",
         trainer_class="llmtune.batching:LengthGroupedTrainer",
         # Rows of similar length share a batch: less padding (llmtune.batching.LengthGroupedTrainer).
         training_defaults=(("train_sampling_strategy", "group_by_length"),),
@@ -140,6 +143,7 @@ TASKS: tuple[Task, ...] = (
         inference="generate",
         prepare_data="prepare_data",
         collator="batching",
+        load_data="load_texts",
         # Groups by length only in the padded fallback (see llmtune.tasks.causal_lm.batching), seeded and resumable.
         trainer_class="llmtune.batching:LengthGroupedTrainer",
         peft_task_type="CAUSAL_LM",
@@ -160,6 +164,7 @@ TASKS: tuple[Task, ...] = (
         inference=None,
         prepare_data="prepare_data",
         collator="collator",
+        load_data="load_texts",
         trainer_class="transformers:Trainer",
         # The masking collator reads offset_mapping / special_tokens_mask, which Trainer would drop.
         training_defaults=(("remove_unused_columns", False),),
@@ -184,6 +189,7 @@ TASKS: tuple[Task, ...] = (
         inference="generate",
         prepare_data="prepare_data",
         collator="collator",
+        load_data="load_pairs",
         # Seq2SeqTrainer with llmtune's seeded length grouping; evaluation generates (predict_with_generate).
         trainer_class="llmtune.batching:Seq2SeqLengthGroupedTrainer",
         training_defaults=(("train_sampling_strategy", "group_by_length"), ("predict_with_generate", True)),

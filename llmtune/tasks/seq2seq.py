@@ -60,6 +60,11 @@ def load_data(data: DataSection, seed: int) -> DatasetDict:
     return data_lib.with_validation(splits, data, seed)
 
 
+def load_pairs(cfg: FinetuneConfig) -> DatasetDict:
+    """The run's source/target splits before tokenizing (`load_data` of its data section and seed)."""
+    return load_data(cfg.data, cfg.seed)
+
+
 def check_texts(splits: DatasetDict, data: DataSection) -> None:
     """Every row needs a non-empty source and target string (parallel text files are checked as they load).
 
