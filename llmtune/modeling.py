@@ -354,6 +354,17 @@ def load_tokenizer(
     )
 
 
+def meta_model(auto_cls: Any, config: Any, trust_remote_code: bool = False) -> Any:
+    """The model `auto_cls` builds from `config` on PyTorch's meta device: its modules and parameter shapes, no memory, no weights read.
+
+    `llmtune validate` inspects it (peft.target_modules, `--stats` parameter counts) as the run will build the model.
+    """
+    import torch
+
+    with torch.device("meta"):
+        return auto_cls.from_config(config, trust_remote_code=trust_remote_code)
+
+
 def new_model_config(model: ModelSection, tokenizer: Any, **config_kwargs: Any) -> Any:
     """The config of the random-init model `model.from_config` builds: its fields, sized to the tokenizer, with its special ids.
 
@@ -406,18 +417,28 @@ def load_model(auto_cls: Any, model: ModelSection, tokenizer: Any, **config_kwar
         trust_remote_code=model.trust_remote_code,
         **config_kwargs,
     )
-    rows = loaded.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
-        # The config-time check (llmtune.config.model_checks) only sees a trained tokenizer's target size;
-        # this is the actual one. Growing the matrix silently would leave ids without trained rows.
-        if not model.resize_embeddings:
-            raise UserError(
-                f"tokenizer: {len(tokenizer)} tokens, but '{model.name_or_path}' has {rows} embedding rows: ids past "
-                f"{rows - 1} have no trained embedding. Use the model's own tokenizer, or set model.resize_embeddings: true "
-                "(training only) to add randomly initialised rows on purpose."
-            )
+    if needs_more_rows(model, tokenizer, loaded.get_input_embeddings().num_embeddings):
         loaded.resize_token_embeddings(len(tokenizer))
     return _with_loss_type(auto_cls, loaded)
+
+
+def needs_more_rows(model: ModelSection, tokenizer: Any, rows: int) -> bool:
+    """Whether the pretrained `model`, with `rows` embedding rows, is to grow to the tokenizer's size (model.resize_embeddings).
+
+    Raises:
+        UserError: the tokenizer has more tokens than the model has rows, and resizing was not asked for.
+    """
+    if len(tokenizer) <= rows:
+        return False
+    # The config-time check (llmtune.config.model_checks) only sees a trained tokenizer's target size;
+    # this is the actual one. Growing the matrix silently would leave ids without trained rows.
+    if not model.resize_embeddings:
+        raise UserError(
+            f"tokenizer: {len(tokenizer)} tokens, but '{model.name_or_path}' has {rows} embedding rows: ids past "
+            f"{rows - 1} have no trained embedding. Use the model's own tokenizer, or set model.resize_embeddings: true "
+            "(training only) to add randomly initialised rows on purpose."
+        )
+    return True
 
 
 def _with_loss_type(auto_cls: Any, model: Any) -> Any:

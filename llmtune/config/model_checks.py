@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from llmtune.config.loader import RawConfig
 from llmtune.errors import redact
 from llmtune.config.validate import suggest
-from llmtune.modeling import is_seq2seq_lm
+from llmtune.modeling import is_seq2seq_lm, meta_model
 from llmtune.tasks import registry
 
 logger = logging.getLogger(__name__)
@@ -131,14 +131,11 @@ def _peft_problems(command: str, cfg: Any, config: Any, raw: RawConfig) -> list[
     """
     if getattr(cfg, "peft", None) is None or config.model_type not in registry.task_of(command, cfg).model_types():
         return []
-    import torch
-
     from llmtune import lora
     from llmtune.errors import UserError
 
     try:
-        with torch.device("meta"):
-            model = registry.task_of(command, cfg).model_class().from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+        model = meta_model(registry.task_of(command, cfg).model_class(), config, cfg.model.trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be built here is still checked when the run loads it
         logger.info("peft.target_modules not checked before the run (the model could not be built without weights: %s)", exc)
         return []
