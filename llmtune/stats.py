@@ -112,13 +112,19 @@ def training_steps(train_rows: int, training: dict[str, Any], processes: int) ->
 
     Each process gets `ceil(batches / processes)` batches of per_device_train_batch_size (accelerate shards
     the batches evenly; `dataloader_drop_last` drops a short last one first); an epoch is that many batches
-    over gradient_accumulation_steps, rounded up; max_steps > 0 wins over num_train_epochs.
+    over gradient_accumulation_steps, rounded up; max_steps > 0 wins over num_train_epochs. With
+    `train_sampling_strategy: batch_rebalance` transformers' BatchRebalanceSampler deals out whole optimizer
+    steps instead: one per batch x accumulation x processes rows (a short last one unless dataloader_drop_last).
     """
     batch, accumulation = training["per_device_train_batch_size"], training["gradient_accumulation_steps"]
     drop_last, max_steps, epochs = training["dataloader_drop_last"], training["max_steps"], training["num_train_epochs"]
-    batches = train_rows // batch if drop_last else math.ceil(train_rows / batch)
-    per_process = batches // processes if drop_last else math.ceil(batches / processes)
-    per_epoch = max(per_process // accumulation + int(per_process % accumulation > 0), 1)
+    if training["train_sampling_strategy"] == "batch_rebalance":
+        step_rows = batch * accumulation * processes
+        per_epoch = max(train_rows // step_rows if drop_last else math.ceil(train_rows / step_rows), 1)
+    else:
+        batches = train_rows // batch if drop_last else math.ceil(train_rows / batch)
+        per_process = batches // processes if drop_last else math.ceil(batches / processes)
+        per_epoch = max(per_process // accumulation + int(per_process % accumulation > 0), 1)
     total = max_steps if max_steps > 0 else math.ceil(epochs * per_epoch)
     return {
         "train_rows": train_rows,
@@ -137,15 +143,18 @@ def parameters(task: registry.Task, cfg: Any, tokenizer: Any, labels: int | None
     import torch
     from transformers import AutoConfig
 
-    from llmtune.modeling import new_model_config
+    from llmtune.modeling import meta_model, needs_more_rows, new_model_config
 
     settings = {"num_labels": labels} if labels else {}
     if cfg.model.from_config is not None:
         config = new_model_config(cfg.model, tokenizer, **settings)
     else:
         config = AutoConfig.from_pretrained(cfg.model.name_or_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code, **settings)
-    with torch.device("meta"):
-        model = task.model_class().from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    model = meta_model(task.model_class(), config, cfg.model.trust_remote_code)
+    if cfg.model.from_config is None and needs_more_rows(cfg.model, tokenizer, model.get_input_embeddings().num_embeddings):
+        # The run grows the embeddings (resize_token_embeddings) to the tokenizer: the same shapes as a config of that size.
+        config.vocab_size = len(tokenizer)
+        model = meta_model(task.model_class(), config, cfg.model.trust_remote_code)
     total = sum(p.numel() for p in model.parameters())
     out: dict[str, Any] = {"model_type": config.model_type, "parameters": total}
     if getattr(cfg, "peft", None) is not None:
@@ -182,6 +191,7 @@ def collect(command: str, cfg: Any, processes: int | None = None) -> dict[str, A
             if missing:
                 warnings.append(f"label {', '.join(repr(m) for m in missing)} has no {role} rows: {task.words} never sees it there")
     labels = len(rows["train"].features["labels"].names) if task.name == "classification" else None
+    search = getattr(cfg, "search", None)
     return {
         "command": command,
         "task": task.name,
@@ -189,6 +199,8 @@ def collect(command: str, cfg: Any, processes: int | None = None) -> dict[str, A
         "splits": splits,
         "training": training_steps(len(encoded["train"]), training_settings(task, cfg), processes or launch_world_size()),
         "model": parameters(task, cfg, tokenizer, labels),
+        # A tune config: the figures are those of the config as written; each trial sets these keys its own way.
+        **({"searched": list(search.space)} if search is not None else {}),
         "warnings": warnings,
     }
 
@@ -216,5 +228,7 @@ def table(stats: dict[str, Any]) -> str:
     model = stats["model"]
     trainable = f", {model['trainable_parameters']:,} trainable" if "trainable_parameters" in model else ""
     lines.append(f"model: {model['model_type']}, {model['parameters']:,} parameters{trainable}")
+    if "searched" in stats:
+        lines.append(f"search: the figures of the config as written; each trial sets {', '.join(stats['searched'])}")
     lines += [f"warning: {warning}" for warning in stats["warnings"]]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import TINY_BERT, invoke, tiny_classification_config, write_config, write_tsv
 
@@ -93,13 +94,40 @@ def test_packed_language_modelling_counts_tokens_and_blocks(tmp_path: Path) -> N
     assert stats["training"]["steps_per_epoch"] == math.ceil(splits["train"]["blocks"] / 2)
 
 
+def _count(lengths: list[int], limit: int | None) -> dict:
+    """Nearest-rank percentiles counted here, from the sorted lengths, and the rows over `limit`."""
+    ordered = sorted(lengths)
+    at = lambda share: ordered[math.ceil(share * len(ordered)) - 1]  # noqa: E731
+    cut = sum(length > limit for length in ordered) if limit else 0
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1], "limit": limit, "truncated": cut, "truncated_share": round(cut / len(ordered), 4)}
+
+
+def _run_tokenizer_and_rows(command: str, config: Path) -> tuple:
+    """The tokenizer the run trains and the rows it loads, through the task module (as `llmtune finetune` does)."""
+    from llmtune.config import load_config
+    from llmtune.tasks import registry
+
+    cfg = load_config(command, config)
+    task = registry.task_of(command, cfg)
+    return task.function("prepare_data")(cfg, None)[0], task.function("load_data")(cfg), cfg
+
+
 def test_seq2seq_counts_sources_and_targets_apart(tmp_path: Path) -> None:
     from test_seq2seq import tiny_seq2seq_config
 
-    stats = _stats(str(tiny_seq2seq_config(tmp_path)))
+    config = tiny_seq2seq_config(tmp_path)
+    text = config.read_text().replace("max_source_length: 32", "max_source_length: 21").replace("max_target_length: 24", "max_target_length: 12")
+    config.write_text(text.replace("data:\n", "data:\n  source_prefix: 'translate: '\n"))
+    stats = _stats(str(config))
+    tokenizer, rows, cfg = _run_tokenizer_and_rows("finetune", config)
+    assert cfg.data.source_prefix == "translate: " and set(stats["splits"]) == {"train", "validation", "test"}
+    for role, figures in stats["splits"].items():
+        sources = [len(tokenizer("translate: " + source)["input_ids"]) for source in rows[role]["source"]]
+        targets = [len(tokenizer(text_target=target)["input_ids"]) for target in rows[role]["target"]]
+        assert figures == {"rows": len(rows[role]), "source_tokens": _count(sources, 21), "target_tokens": _count(targets, 12)}
     train = stats["splits"]["train"]
-    assert {"source_tokens", "target_tokens"} <= set(train) and train["rows"] > 0
-    assert stats["task"] == "seq2seq" and stats["model"]["model_type"] in ("bart", "t5", "marian")
+    assert 0 < train["source_tokens"]["truncated"] < train["rows"] and 0 < train["target_tokens"]["truncated"] < train["rows"]
+    assert stats["task"] == "seq2seq" and stats["model"]["model_type"] == "bart" and stats["training"]["total_optimizer_steps"] == 40
 
 
 def test_quiet_prints_only_the_json(tmp_path: Path) -> None:
@@ -131,10 +159,87 @@ def test_a_lora_config_counts_the_trainable_parameters_as_the_run_does(tmp_path:
     assert stats["model"]["parameters"] == AutoModelForSequenceClassification.from_pretrained(base).num_parameters()
 
 
-def test_the_planned_steps_are_the_ones_trainer_takes(tmp_path: Path) -> None:
-    config = str(_config(tmp_path, per_device_train_batch_size=3, gradient_accumulation_steps=2, num_train_epochs=3, save_strategy="no"))
+@pytest.mark.parametrize(
+    ("training", "steps"),
+    [
+        ({"gradient_accumulation_steps": 2}, 6),  # 4 batches of 3 rows, 2 optimizer steps an epoch
+        ({"gradient_accumulation_steps": 3}, 6),  # 4 batches over accumulation 3: the short last step counts
+        # BatchRebalanceSampler deals whole steps of 3 x 2 rows: 10 rows make one, the other 4 are dropped.
+        ({"gradient_accumulation_steps": 2, "train_sampling_strategy": "batch_rebalance", "dataloader_drop_last": True}, 3),
+    ],
+)
+def test_the_planned_steps_are_the_ones_trainer_takes(tmp_path: Path, training: dict, steps: int) -> None:
+    config = str(_config(tmp_path, per_device_train_batch_size=3, num_train_epochs=3, save_strategy="no", **training))
     planned = _stats(config)["training"]["total_optimizer_steps"]
     run = invoke("finetune", config)
     assert run.exit_code == 0, run.stderr[-3000:]
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
-    assert state["max_steps"] == state["global_step"] == planned == 6
+    assert state["max_steps"] == state["global_step"] == planned == steps
+
+
+def _lm_config(tmp: Path, command: str, packing: bool) -> Path:
+    """A masked-LM (pretrain-mlm) or causal-LM (finetune) config over one sentence a line, max_length 10."""
+    from conftest import sentiment_rows
+    from test_pretrain_mlm import mlm_config
+
+    train = tmp / "train.jsonl"
+    # Row i: the first 2 + i % 10 words of a sentence said twice, so the lengths spread around max_length.
+    texts = [" ".join((text + " " + text).split()[: 2 + i % 10]) for i, (text, _) in enumerate(sentiment_rows(40, seed=5))]
+    train.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    if command == "pretrain-mlm":
+        return write_config(tmp / "cfg.yaml", mlm_config(train, tmp / "run", packing=packing, max_length=10))
+    gpt2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 32}
+    config = {
+        "task": "causal-lm",
+        "model": {"from_config": gpt2},
+        "tokenizer": {"train": {"type": "bpe", "vocab_size": 300, "min_frequency": 1}},
+        "data": {"train_file": str(train), "validation_split": 0.25, "max_length": 10, "packing": packing},
+        "training": {"output_dir": str(tmp / "run"), "per_device_train_batch_size": 4},
+    }
+    return write_config(tmp / "cfg.yaml", config)
+
+
+@pytest.mark.parametrize(("command", "packing"), [("pretrain-mlm", True), ("pretrain-mlm", False), ("finetune", False)])
+def test_language_modelling_figures_match_a_count_with_the_runs_tokenizer(tmp_path: Path, command: str, packing: bool) -> None:
+    """Each text as the run tokenizes it (causal LM: EOS appended); packed, the split's tokens cut into 10-token blocks."""
+    config = _lm_config(tmp_path, command, packing)
+    stats = _stats(str(config))
+    tokenizer, rows, _ = _run_tokenizer_and_rows(command, config)
+    eos = tokenizer.eos_token if command == "finetune" else ""
+    for role, figures in stats["splits"].items():
+        lengths = [len(tokenizer(text + eos)["input_ids"]) for text in rows[role]["text"]]
+        assert figures["rows"] == len(rows[role]) == len(lengths)
+        if packing:
+            assert figures == {"rows": len(lengths), "tokens": sum(lengths), "blocks": math.ceil(sum(lengths) / 10), "tokens_per_document": _count(lengths, None)}
+        else:
+            assert figures == {"rows": len(lengths), "tokens": _count(lengths, 10)}
+    train = stats["splits"]["train"]
+    if not packing:
+        assert 0 < train["tokens"]["truncated"] < train["rows"]
+    assert stats["training"]["train_rows"] == (train["blocks"] if packing else train["rows"])
+    assert stats["command"] == command and not (tmp_path / "run").exists()
+
+
+def test_a_grown_vocabulary_counts_the_rows_the_run_adds(tmp_path: Path) -> None:
+    """model.resize_embeddings: the run resizes a pretrained model's embeddings to its new tokenizer; so does the count."""
+    from transformers import AutoModelForSequenceClassification
+
+    from conftest import sentiment_rows, tiny_classifier_dir
+
+    base = tiny_classifier_dir(tmp_path / "base", ["negative", "positive"], ["good", "bad"])
+    rows = sentiment_rows(40)
+    config = tiny_classification_config(write_tsv(tmp_path / "train.tsv", rows), write_tsv(tmp_path / "dev.tsv", rows[:8]), tmp_path / "run")
+    config["model"] = {"name_or_path": str(base), "resize_embeddings": True}
+    stats = _stats(str(write_config(tmp_path / "cfg.yaml", config)))
+    real = AutoModelForSequenceClassification.from_pretrained(base)
+    assert stats["tokenizer"]["vocab_size"] > real.get_input_embeddings().num_embeddings
+    real.resize_token_embeddings(stats["tokenizer"]["vocab_size"])
+    assert stats["model"] == {"model_type": "bert", "parameters": real.num_parameters()}
+
+
+def test_a_tune_config_gives_the_figures_as_written_and_names_what_trials_change(tmp_path: Path) -> None:
+    config = yaml.safe_load(_config(tmp_path, per_device_train_batch_size=3).read_text())
+    config["search"] = {"trials": 2, "space": {"training.per_device_train_batch_size": {"type": "categorical", "choices": [2, 4]}}}
+    stats = _stats(str(write_config(tmp_path / "tune.yaml", config)))
+    assert stats["searched"] == ["training.per_device_train_batch_size"] and stats["training"]["steps_per_epoch"] == 4
+    assert "each trial sets training.per_device_train_batch_size" in stats["_stderr"]
