@@ -343,6 +343,11 @@ CASES: list[Case] = [
         ["--stats is for training configs", "not generate", "drop --stats"],
     ),
     Case(
+        "validate-stats-of-an-evaluate-config",
+        lambda tmp: ["validate", str(_write(tmp / "eval.yaml", f"model:\n  name_or_path: {tmp}\neval:\n  kind: auto\n")), "--stats"],
+        ["--stats is for training configs", "not evaluate", "drop --stats"],
+    ),
+    Case(
         "validate-stats-finds-the-bad-row",
         lambda tmp: ["validate", str(classification_config(tmp)), "--stats", "data.train_file=" + str(_write(tmp / "bad.tsv", "sentence\tlabel\ngood\n"))],
         ["data.train_file:", "bad.tsv, line 2"],
