@@ -224,12 +224,15 @@ def adapter_card(task: Task, output_dir: Path, base: str, merged: bool) -> tuple
     )
     if merged:
         about += f" `{MERGED_DIR}/` holds the same model with the adapter merged in: plain transformers loads it without peft."
+    from llmtune.runs import python_string
+
+    folder, base = python_string(output_dir), python_string(base_name(base))
     usage = f"""from peft import PeftModel
 from transformers import AutoConfig, {task.auto_class}
 
-config = AutoConfig.from_pretrained("{output_dir}")  # the trained model's labels and settings
-base = {task.auto_class}.from_pretrained("{base_name(base)}", config=config)
-model = PeftModel.from_pretrained(base, "{output_dir}").merge_and_unload()"""
+config = AutoConfig.from_pretrained({folder})  # the trained model's labels and settings
+base = {task.auto_class}.from_pretrained({base}, config=config)
+model = PeftModel.from_pretrained(base, {folder}).merge_and_unload()"""
     return about, usage
 
 
@@ -243,7 +246,9 @@ def merged_card(task: Task, folder: Path, base: str) -> tuple[str, str]:
         f"`{base_name(base)}` with a LoRA adapter (the parent folder) merged into its weights: a complete transformers "
         "model that `from_pretrained` and `pipeline()` load without peft."
     )
+    from llmtune.runs import python_string
+
     usage = f"""from transformers import {task.auto_class}
 
-model = {task.auto_class}.from_pretrained("{folder}")"""
+model = {task.auto_class}.from_pretrained({python_string(folder)})"""
     return about, usage

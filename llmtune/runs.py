@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -663,7 +664,7 @@ def write_model_card(
         f"| {name} | {value:.4f} | {definition} |" if isinstance(value, float) else f"| {name} | {value} | {definition} |"
         for name, value, definition in card_metrics(metrics, labels)
     )
-    usage = usage or f'from transformers import pipeline\n\npipe = pipeline("{pipeline_tag}", model="{output_dir}")'
+    usage = usage or f'from transformers import pipeline\n\npipe = pipeline("{pipeline_tag}", model={python_string(output_dir)})'
     command_line = cli_usage(task, output_dir) if task is not None else None
     if command_line:
         usage += f"\n```\n\nOr with llmtune:\n\n```bash\n{command_line}"
@@ -738,13 +739,22 @@ def card_metrics(metrics: dict[str, Any], labels: list[str] | None = None) -> li
     return out
 
 
+def python_string(path: str | Path) -> str:
+    """`path` as a Python string literal for a model card's snippet: double-quoted, with any quote or backslash escaped."""
+    return json.dumps(str(path), ensure_ascii=False)
+
+
 def cli_usage(task: Task, folder: Path) -> str | None:
-    """The llmtune command that uses a trained model of `task` (its registry row's inference command, else evaluate)."""
+    """The llmtune command that uses a trained model of `task` (its registry row's inference command, else evaluate).
+
+    The folder is shell-quoted where it needs it (a space, a quote), so the line pastes as it is.
+    """
+    model = shlex.quote(str(folder))
     if task.inference == "predict":
-        return f"echo 'a sentence to classify' | llmtune predict --model {folder} --input -   # JSON lines: label, score, probabilities"
+        return f"echo 'a sentence to classify' | llmtune predict --model {model} --input -   # JSON lines: label, score, probabilities"
     if task.inference == "generate":
-        return f'llmtune generate --model {folder} --prompt "Your text here"   # JSON lines: the completion'
-    return f"llmtune evaluate --model {folder} data.validation_file=texts.txt   # perplexity on your own text"
+        return f'llmtune generate --model {model} --prompt "Your text here"   # JSON lines: the completion'
+    return f"llmtune evaluate --model {model} data.validation_file=texts.txt   # perplexity on your own text"
 
 
 def finish_run(trainer: Trainer, cfg: RunConfig, metrics: dict[str, Any], task: Task, usage: str | None = None) -> dict[str, Any]:

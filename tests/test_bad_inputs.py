@@ -14,6 +14,7 @@ A case is one `Case(...)` row; `setup(tmp)` writes what the case needs and retur
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class Case:
     expect: list[str]
     stdin: str | None = None
     marks: list = field(default_factory=list)
+    # Packages the case makes unimportable (as if not installed), for an integration that needs an extra.
+    missing: tuple[str, ...] = ()
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -965,6 +968,19 @@ CASES: list[Case] = [
     Case("tune-resume-and-overwrite", tune_case(flags=("--resume", "--overwrite")), ["--overwrite and --resume contradict each other"]),
     Case("tune-bad-data-found-by-the-first-trial", tune_case(empty_train=True), ["trial 0 (", "train.tsv"]),
     Case("tune-pretrain-mlm-metric", mlm_tune_case("eval_accuracy"), ["search.metric (line", "does not report 'eval_accuracy'", "eval_perplexity, eval_nll_per_token, eval_token_accuracy"]),
+    # --- training.report_to an integration whose extra is not installed (issue 12: TensorBoard) -------
+    Case(
+        "report-to-tensorboard-not-installed",
+        raw_config(VALID_HEAD + "training:\n  output_dir: {out}\n  report_to: [tensorboard]\n"),
+        ["training.report_to (line 11)", "tensorboard needs the tensorboard package", 'pip install "llmtune[tensorboard]"'],
+        missing=("tensorboard", "tensorboardX"),
+    ),
+    Case(
+        "report-to-tensorboard-not-installed-over-a-previous-run",
+        with_override("training.report_to=tensorboard", flags=("--overwrite",), existing_run=True),
+        ["training.report_to (command-line override)", 'pip install "llmtune[tensorboard]"', "or remove tensorboard from training.report_to"],
+        missing=("tensorboard", "tensorboardX"),
+    ),
 ]
 
 
@@ -1092,8 +1108,11 @@ def test_the_matrix_is_large_and_ids_are_unique() -> None:
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
-def test_bad_input_exits_2_with_a_clear_message_and_changes_nothing(case: Case, tmp_path: Path) -> None:
+def test_bad_input_exits_2_with_a_clear_message_and_changes_nothing(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = case.setup(tmp_path)
+    if case.missing:
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name in case.missing else find_spec(name, *rest))
     before = snapshot(tmp_path)
     result = invoke(*args, stdin=case.stdin)
     message = result.stderr

@@ -409,3 +409,36 @@ def test_an_unwritable_output_location_is_refused_before_any_work(tmp_path: Path
             subprocess.run(["umount", str(folder)], check=False)
         else:
             folder.chmod(0o755)
+
+
+def test_the_model_card_names_a_folder_with_spaces_and_quotes_so_it_pastes(tmp_path: Path) -> None:
+    """The card's Python snippet and llmtune command hold the folder as one literal / one shell word, whatever its name."""
+    import ast
+    import shlex
+
+    from llmtune import lora
+    from llmtune.config import load_config
+    from llmtune.runs import cli_usage, write_model_card
+    from llmtune.tasks import registry
+
+    train = write_tsv(tmp_path / "train.tsv", sentiment_rows(8, seed=1))
+    cfg = load_config("finetune", write_config(tmp_path / "cfg.yaml", tiny_classification_config(train, train, tmp_path / "run")))
+    folder = (tmp_path / 'my "best" run\\it\'s here').resolve()
+
+    def python_paths(snippet: str) -> list[str]:
+        return [node.value for node in ast.walk(ast.parse(snippet)) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+    def shell_model(line: str) -> str:
+        words = shlex.split(line.split("|")[-1], comments=True)
+        return words[words.index("--model") + 1]
+
+    for task in registry.TASKS:
+        assert shell_model(cli_usage(task, folder)) == str(folder), task.name
+        base = str(tmp_path / 'base "model"')
+        assert python_paths(lora.adapter_card(task, folder, base, merged=False)[1]) == [str(folder), base, str(folder)]
+        assert python_paths(lora.merged_card(task, folder / "merged", "bert-base")[1]) == [str(folder / "merged")]
+    folder.mkdir()
+    write_model_card(folder, cfg, {"eval_accuracy": 0.5}, "finetune", "text-classification", task=registry.task("classification"))
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    python, bash = card.split("```python\n")[1].split("\n```")[0], card.split("```bash\n")[1].split("\n```")[0]
+    assert str(folder) in python_paths(python) and shell_model(bash) == str(folder)
