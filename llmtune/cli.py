@@ -309,7 +309,9 @@ def validate(
             problems = search_problems(name, config, overrides, cfg)
             if problems:
                 raise ConfigError(problems, source=str(config))
-        typer.echo(f"{config}: valid {name} config", err=True)
+        search = getattr(cfg, "search", None)
+        what = f"{name} config" if search is None else f"tune config ({len(search.space)} searched keys, {search.trials} trials; {name} trains it as written)"
+        typer.echo(f"{config}: valid {what}", err=True)
         if stats:
             from llmtune import stats as dry_run
             from llmtune.terminal import quiet

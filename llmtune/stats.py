@@ -6,7 +6,7 @@ warm for it afterwards); the model is built on PyTorch's meta device (shapes onl
 Nothing is written to `training.output_dir`.
 
 The figures:
-- per split: rows; token lengths before truncation (p50/p90/p99/max, nearest-rank percentiles) and the rows
+- per split: rows (for language modelling also the empty ones the run drops); token lengths before truncation (p50/p90/p99/max, nearest-rank percentiles) and the rows
   `max_length` cuts; for packed language modelling the tokens and the blocks they fill; for seq2seq the
   source and target sides apart; for classification the label counts;
 - the optimizer steps per epoch and in all, computed as Trainer (transformers 5) does from the batch size,
@@ -74,8 +74,11 @@ def split_stats(task: registry.Task, cfg: Any, rows: Any, encoded: Any, tokenize
     if task.name == "classification":
         texts = [str(text) if text is not None else "" for text in rows[data.text_column]]
         pairs = [str(text) if text is not None else "" for text in rows[data.text_pair_column]] if data.text_pair_column else None
-    elif task.name == "causal-lm":
-        texts = [text + tokenizer.eos_token for text in texts]  # every document ends with EOS
+    else:
+        # Language modelling drops empty rows (llmtune.data.tokenize_lm): they are counted, not measured.
+        out["empty_rows"] = len(rows) - len(texts)
+        if task.name == "causal-lm":
+            texts = [text + tokenizer.eos_token for text in texts]  # every document ends with EOS
     lengths = _lengths(tokenizer, texts, pairs)
     limit = context_length(tokenizer, None, data.max_length)
     if task.name in ("causal-lm", "masked-lm") and data.packing:
@@ -209,7 +212,8 @@ def table(stats: dict[str, Any]) -> str:
     """The figures as a readable table (stderr)."""
     lines = [f"{stats['command']} ({stats['task']}): tokenizer of {stats['tokenizer']['vocab_size']} tokens"]
     for role, figures in stats["splits"].items():
-        lines.append(f"{role}: {figures['rows']} rows")
+        empty = f" ({figures['empty_rows']} empty, dropped)" if figures.get("empty_rows") else ""
+        lines.append(f"{role}: {figures['rows']} rows{empty}")
         for side in ("tokens", "tokens_per_document", "source_tokens", "target_tokens"):
             length = figures.get(side)
             if isinstance(length, dict):

@@ -185,6 +185,7 @@ def _lm_config(tmp: Path, command: str, packing: bool) -> Path:
     train = tmp / "train.jsonl"
     # Row i: the first 2 + i % 10 words of a sentence said twice, so the lengths spread around max_length.
     texts = [" ".join((text + " " + text).split()[: 2 + i % 10]) for i, (text, _) in enumerate(sentiment_rows(40, seed=5))]
+    texts[3] = texts[17] = " "  # empty rows: the run drops them, the figures count them apart
     train.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
     if command == "pretrain-mlm":
         return write_config(tmp / "cfg.yaml", mlm_config(train, tmp / "run", packing=packing, max_length=10))
@@ -206,17 +207,23 @@ def test_language_modelling_figures_match_a_count_with_the_runs_tokenizer(tmp_pa
     stats = _stats(str(config))
     tokenizer, rows, _ = _run_tokenizer_and_rows(command, config)
     eos = tokenizer.eos_token if command == "finetune" else ""
+    empty = 0
     for role, figures in stats["splits"].items():
-        lengths = [len(tokenizer(text + eos)["input_ids"]) for text in rows[role]["text"]]
-        assert figures["rows"] == len(rows[role]) == len(lengths)
+        lengths = [len(tokenizer(text + eos)["input_ids"]) for text in rows[role]["text"] if text.strip()]
+        dropped = len(rows[role]) - len(lengths)
+        empty += dropped
+        assert figures["rows"] == len(rows[role])
         if packing:
-            assert figures == {"rows": len(lengths), "tokens": sum(lengths), "blocks": math.ceil(sum(lengths) / 10), "tokens_per_document": _count(lengths, None)}
+            expected = {"tokens": sum(lengths), "blocks": math.ceil(sum(lengths) / 10), "tokens_per_document": _count(lengths, None)}
         else:
-            assert figures == {"rows": len(lengths), "tokens": _count(lengths, 10)}
+            expected = {"tokens": _count(lengths, 10)}
+        assert figures == {"rows": len(rows[role]), "empty_rows": dropped, **expected}
+    assert empty == 2
     train = stats["splits"]["train"]
     if not packing:
         assert 0 < train["tokens"]["truncated"] < train["rows"]
-    assert stats["training"]["train_rows"] == (train["blocks"] if packing else train["rows"])
+    # The steps are planned on what the run trains on: blocks, or the rows left once the empty ones are dropped.
+    assert stats["training"]["train_rows"] == (train["blocks"] if packing else train["rows"] - train["empty_rows"])
     assert stats["command"] == command and not (tmp_path / "run").exists()
 
 
@@ -243,3 +250,20 @@ def test_a_tune_config_gives_the_figures_as_written_and_names_what_trials_change
     stats = _stats(str(write_config(tmp_path / "tune.yaml", config)))
     assert stats["searched"] == ["training.per_device_train_batch_size"] and stats["training"]["steps_per_epoch"] == 4
     assert "each trial sets training.per_device_train_batch_size" in stats["_stderr"]
+
+
+def test_the_processes_default_to_the_launchs_world_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `torchrun --nproc-per-node 2 llmtune validate ... --stats` the plan is for 2 processes; --processes wins.
+
+    The config is loaded first: TrainingArguments built with WORLD_SIZE set would start torch.distributed, which the
+    dry run itself never does (it reads the variable only).
+    """
+    from llmtune import stats as dry_run
+    from llmtune.config import load_config
+
+    cfg = load_config("finetune", _config(tmp_path, per_device_train_batch_size=3, gradient_accumulation_steps=1, num_train_epochs=1))
+    assert dry_run.collect("finetune", cfg)["training"]["processes"] == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    planned = dry_run.collect("finetune", cfg)["training"]
+    assert (planned["processes"], planned["steps_per_epoch"], planned["global_batch_size"]) == (2, 2, 6)  # 4 batches over 2
+    assert dry_run.collect("finetune", cfg, processes=4)["training"]["processes"] == 4

@@ -114,6 +114,7 @@ def test_same_config_and_seed_sample_the_same_values(study: dict, tmp_path: Path
 def test_a_tune_config_validates_and_finetune_ignores_search(study: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     result = invoke("validate", str(study["config"]))
     assert result.exit_code == 0, result.stderr
+    assert "valid tune config (2 searched keys, 3 trials; finetune trains it as written)" in result.stderr
     search = json.loads(result.stdout)["config"]["search"]
     assert search["direction"] == "maximize"  # eval_accuracy: higher is better
     assert search["space"]["training.per_device_train_batch_size"]["choices"] == [8, 16]
