@@ -77,11 +77,15 @@ def evaluation_line(logs: dict[str, Any], step: int, max_steps: int) -> str:
     return f"evaluation at step {step}/{max_steps}{epoch}: " + ", ".join(f"{k} {_number(v)}" for k, v in metrics.items())
 
 
+# Seconds between redraws of the training bar when stderr is not a terminal (a file, a pipe, a CI log).
+LOG_REDRAW_S = 30.0
+
+
 class TrainingDisplay(ProgressCallback):
     """Trainer's progress display, trimmed to what a terminal needs.
 
     - One tqdm bar for training (unless `training.disable_tqdm` or --quiet), its postfix the latest
-      loss and learning rate; no bar per evaluation.
+      loss and learning rate; no bar per evaluation. Redrawn every LOG_REDRAW_S when stderr is no terminal.
     - One line per evaluation (speed fields left out).
     - The end-of-training dict (train_runtime, ...) is not printed: the final metrics table has it.
     - Under -v every log dict is printed as Trainer prints it.
@@ -95,6 +99,9 @@ class TrainingDisplay(ProgressCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar and not quiet():
             super().on_train_begin(args, state, control, **kwargs)
+            if self.training_bar is not None and not sys.stderr.isatty():
+                # A log file or CI log keeps every redraw: one every LOG_REDRAW_S, not ten a second.
+                self.training_bar.mininterval = LOG_REDRAW_S
         self.current_step = 0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

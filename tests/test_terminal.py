@@ -84,6 +84,18 @@ def test_verbose_shows_what_the_default_hides(tmp_path: Path) -> None:
     assert "***** Running training *****" in proc.stderr  # transformers' info logs
 
 
+def test_a_log_file_gets_a_redraw_every_half_minute_not_ten_a_second(tmp_path: Path) -> None:
+    """stderr captured (a pipe here, a file or CI log in use): 60 quick steps leave the first and last bar, not ~60 redraws."""
+    from llmtune.terminal import LOG_REDRAW_S
+
+    proc = _run(tmp_path, max_steps=60, eval_strategy="no", logging_steps=10)
+    _result(proc)
+    bars = [line for line in _lines(proc.stderr) if "/60 [" in line]
+    took = float(proc.stderr.rsplit("train_runtime", 1)[1].split("=")[1].split()[0].split(":")[-1])  # 0:00:SS.ss, under a minute
+    assert bars[0].startswith("  0%") and bars[-1].startswith("100%") and "loss=" in bars[-1]
+    assert len(bars) <= 3 + int(took // LOG_REDRAW_S), bars
+
+
 def test_without_a_bar_the_losses_are_lines(tmp_path: Path) -> None:
     """training.disable_tqdm: true (CI logs that keep the info lines): each logged loss is a line instead of a bar."""
     proc = _run(tmp_path, disable_tqdm=True)
