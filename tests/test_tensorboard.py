@@ -39,13 +39,16 @@ def test_event_files_land_in_the_output_dir_and_a_resumed_run_continues_them(tmp
     run = tmp_path / "run"
     assert not (tmp_path / "run.incomplete").exists()
     # One log dir per run (the final evaluation after training writes a second event file into it).
-    assert len({events.parent for events in run.glob("runs/*/events.out.tfevents.*")}) == 1
+    first_files = {events.relative_to(run) for events in run.glob("runs/*/events.out.tfevents.*")}
+    assert len({events.parent for events in first_files}) == 1
     scalars = _scalars(run)
     assert scalars["train/loss"] == [1, 2] and 2 in scalars["eval/loss"] and 2 in scalars["eval/accuracy"]
-    # --resume of the completed run with more steps: the earlier event files come along into the new output dir.
+    # --resume of the completed run with more steps: the earlier event files come along into the new output dir,
+    # beside the resumed run's own (in a new runs/<date>_<host> dir, or the same one when both start in one second).
     resumed = invoke("finetune", str(config), "training.max_steps=4", "--resume")
     assert resumed.exit_code == 0, resumed.stderr[-3000:]
-    assert len({events.parent for events in run.glob("runs/*/events.out.tfevents.*")}) == 2
+    resumed_files = {events.relative_to(run) for events in run.glob("runs/*/events.out.tfevents.*")}
+    assert first_files < resumed_files
     assert sorted(_scalars(run)["train/loss"]) == [1, 2, 3, 4]
 
 
