@@ -18,13 +18,18 @@ def _config(tmp: Path, **training: object) -> Path:
     return write_config(tmp / "cfg.yaml", tiny_classification_config(train, dev, tmp / "run", **settings))
 
 
+def _event_files(run: Path) -> set[Path]:
+    """The run's TensorBoard event files, relative to the run dir."""
+    return {events.relative_to(run) for events in run.glob("runs/*/events.out.tfevents.*")}
+
+
 def _scalars(run: Path) -> dict[str, list[int]]:
     """Every scalar tag in the run's event files, with the steps it was logged at."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     steps: dict[str, list[int]] = {}
-    for events in sorted(run.glob("runs/*/events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events))
+    for events in sorted(_event_files(run)):
+        accumulator = EventAccumulator(str(run / events))
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
             steps.setdefault(tag, []).extend(event.step for event in accumulator.Scalars(tag))
@@ -39,7 +44,7 @@ def test_event_files_land_in_the_output_dir_and_a_resumed_run_continues_them(tmp
     run = tmp_path / "run"
     assert not (tmp_path / "run.incomplete").exists()
     # One log dir per run (the final evaluation after training writes a second event file into it).
-    first_files = {events.relative_to(run) for events in run.glob("runs/*/events.out.tfevents.*")}
+    first_files = _event_files(run)
     assert len({events.parent for events in first_files}) == 1
     scalars = _scalars(run)
     assert scalars["train/loss"] == [1, 2] and 2 in scalars["eval/loss"] and 2 in scalars["eval/accuracy"]
@@ -47,8 +52,7 @@ def test_event_files_land_in_the_output_dir_and_a_resumed_run_continues_them(tmp
     # beside the resumed run's own (in a new runs/<date>_<host> dir, or the same one when both start in one second).
     resumed = invoke("finetune", str(config), "training.max_steps=4", "--resume")
     assert resumed.exit_code == 0, resumed.stderr[-3000:]
-    resumed_files = {events.relative_to(run) for events in run.glob("runs/*/events.out.tfevents.*")}
-    assert first_files < resumed_files
+    assert first_files < _event_files(run)
     assert sorted(_scalars(run)["train/loss"]) == [1, 2, 3, 4]
 
 
